@@ -1,0 +1,234 @@
+"""Losses of BNCR-GAN as pure functions returning dicts of float32 scalars.
+
+Every function returns {name: scalar}; the training loop sums the entries
+it optimises and logs all of them. Names: "D/..." for the discriminator
+step, "G/..." (or a caller-chosen name) for the generator step.
+
+Functions (paper equation or reference -> returned keys):
+  d_logistic_loss: eq. 6, D side (NR-GAN 3.1) -> D/real, D/fake, D/loss,
+    D/real_logit, D/fake_logit.
+  g_nonsaturating_loss: eq. 6, G side, non-saturating -> G/adv,
+    G/fake_logit.
+  r1_penalty: Mescheder et al. 2018 (NR-GAN 3.2) -> D/r1.
+  diversity_sensitive_loss: NR-GAN 3.3 (DS) -> {name}.
+  ac_blur_loss: eq. 7 -> G/ac_blur, G/ac_blur_weight.
+  ac_comp_loss: eq. 8 -> G/ac_comp, G/ac_comp_weight.
+"""
+
+import tensorflow as tf
+
+# Scale parameters of the adaptive-consistency weights (paper eqs. 7-8; the
+# paper does not give values, see docs/networks.md). With MU_K = 1 per nat
+# the blur weight is e^-1 at H = 1 nat (disk r ~ 0.7) and e^-2 to e^-2.9
+# for the stronger CIFAR blurs (motion T = 1, disk r = 1-2: H = 1.9-2.9
+# nats). With MU_Q = 10 the compression weight is e^-1 at q = 90, e^-2 at
+# q = 80 and e^-4 at q = 60.
+MU_K = 1.0
+MU_Q = 10.0
+
+DS_WEIGHT = 0.02
+R1_WEIGHT = 10.0
+
+
+def _f32(x):
+    return tf.cast(x, tf.float32)
+
+
+def d_logistic_loss(real_logits, fake_logits):
+    """Discriminator logistic loss (paper eq. 6, maximised by D).
+
+    D/real = mean softplus(-D(y_r)), D/fake = mean softplus(D(y_g)),
+    D/loss = D/real + D/fake, i.e. BCE-with-logits with targets 1 and 0.
+    The caller stops the gradient into the generators (detached fakes).
+
+    Args:
+      real_logits: D logits of real images [B_r], float.
+      fake_logits: D logits of generated images [B_g], float.
+    Returns:
+      {"D/real", "D/fake", "D/loss", "D/real_logit", "D/fake_logit"}:
+      float32 scalars; the last two are mean logits for monitoring.
+    """
+    real_logits = _f32(real_logits)
+    fake_logits = _f32(fake_logits)
+    real = tf.reduce_mean(tf.nn.softplus(-real_logits))
+    fake = tf.reduce_mean(tf.nn.softplus(fake_logits))
+    return {
+        "D/real": real,
+        "D/fake": fake,
+        "D/loss": real + fake,
+        "D/real_logit": tf.reduce_mean(real_logits),
+        "D/fake_logit": tf.reduce_mean(fake_logits),
+    }
+
+
+def g_nonsaturating_loss(fake_logits):
+    """Non-saturating generator loss (paper eq. 6, G side; NR-GAN 3.1).
+
+    G/adv = mean softplus(-D(y_g)) = BCE-with-logits with target 1.
+
+    Args:
+      fake_logits: D logits of generated images [B], float.
+    Returns:
+      {"G/adv", "G/fake_logit"}: float32 scalars.
+    """
+    fake_logits = _f32(fake_logits)
+    return {
+        "G/adv": tf.reduce_mean(tf.nn.softplus(-fake_logits)),
+        "G/fake_logit": tf.reduce_mean(fake_logits),
+    }
+
+
+def r1_penalty(discriminator_fn, reals, weight=R1_WEIGHT):
+    """R1 gradient penalty on real images (Mescheder et al. 2018).
+
+    D/r1 = weight * mean_b sum_{h,w,c} (dD(y_r)_b / dy_r)^2, NR-GAN's
+    convention: weight 10 and no 1/2 factor (gamma = 20 in StyleGAN terms).
+    The input gradient comes from an inner GradientTape, so an outer tape
+    watching D's variables can differentiate the penalty again (double
+    backward). Works eagerly and inside tf.function.
+
+    Args:
+      discriminator_fn: callable images [B, H, W, C] -> logits [B].
+      reals: real images [B, H, W, C] float (in [-1, 1]); no gradient needs
+        to flow into them.
+      weight: lambda_r1.
+    Returns:
+      {"D/r1": float32 scalar}.
+    """
+    reals = tf.stop_gradient(tf.convert_to_tensor(reals))
+    with tf.GradientTape() as tape:
+        tape.watch(reals)
+        logits = _f32(discriminator_fn(reals))
+        total = tf.reduce_sum(logits)
+    grads = _f32(tape.gradient(total, reals))
+    rank = len(grads.shape)
+    sq_norm = tf.reduce_sum(tf.square(grads), axis=list(range(1, rank)))
+    return {"D/r1": weight * tf.reduce_mean(sq_norm)}
+
+
+def _pairwise_mean_abs(values):
+    """Mean |v_A,i - v_B,i| over all non-batch elements, halves A and B."""
+    values = _f32(values)
+    half = tf.shape(values)[0] // 2
+    diff = tf.abs(values[:half] - values[half:2 * half])
+    diff = tf.reshape(diff, [half, -1])
+    return tf.reduce_mean(diff, axis=1)
+
+
+def diversity_sensitive_loss(outputs, latents, weight=DS_WEIGHT,
+                             name="G/ds"):
+    """Diversity-sensitive regularisation (NR-GAN section 3.3).
+
+    The batch is split into halves A = [0, B/2) and B = [B/2, 2 * (B/2));
+    with an odd batch the last sample is unused. Then
+      value = -weight * mean_i[ d(o_A,i, o_B,i) / (d(z_A,i, z_B,i) + 1e-12) ]
+    where d is the mean absolute difference over all non-batch elements.
+    Minimising it (added to the G loss) increases output diversity.
+
+    What to pass (our conventions, docs/networks.md):
+      * G_n: the noise n after the prior, before the random transforms,
+        [B, H, W, C] in [-1, 1] units (NR-GAN exactly).
+      * G_k: the generated kernel k_hat [B, K, K] (not the mask m_k, whose
+        role is to switch blur off for clean images).
+      * G_q: q / 100, [B] or [B, 1] (not the mask m_q, same reason).
+
+    Args:
+      outputs: generator outputs [B, ...] float; [B] is treated as [B, 1].
+      latents: the latents that produced them [B, Z] float.
+      weight: lambda_ds (0.02 in NR-GAN).
+      name: key of the returned dict.
+    Returns:
+      {name: float32 scalar} (non-positive).
+    """
+    outputs = _f32(outputs)
+    if len(outputs.shape) == 1:
+        outputs = outputs[:, None]
+    d_out = _pairwise_mean_abs(outputs)
+    d_z = _pairwise_mean_abs(latents)
+    return {name: -weight * tf.reduce_mean(d_out / (d_z + 1e-12))}
+
+
+def ac_weight_blur(entropy, mu_k=MU_K):
+    """Blur AC weight e^{-mu_k H} (paper eq. 7); exactly 1 at H = 0.
+
+    Args:
+      entropy: kernel entropies H(k) [B] float, in nats (>= 0).
+      mu_k: scale parameter (per nat).
+    Returns:
+      [B] float32 in (0, 1].
+    """
+    return tf.exp(-mu_k * _f32(entropy))
+
+
+def ac_weight_comp(q, mu_q=MU_Q):
+    """Compression AC weight e^{-mu_q (100 - q) / 100} (paper eq. 8).
+
+    Exactly 1 at q = 100.
+
+    Args:
+      q: quality factors [B] (or [B, 1]) float in [0, 100].
+      mu_q: scale parameter.
+    Returns:
+      [B] float32 in (0, 1].
+    """
+    q = tf.reshape(_f32(q), [-1])
+    return tf.exp(-mu_q * (100.0 - q) / 100.0)
+
+
+def _weighted_consistency(x, x_degraded, weights):
+    """Batch mean of sg(weights) * mean_pixels (x - sg(x_degraded))^2."""
+    x = _f32(x)
+    x_degraded = tf.stop_gradient(_f32(x_degraded))
+    rank = len(x.shape)
+    per_image = tf.reduce_mean(tf.square(x - x_degraded),
+                               axis=list(range(1, rank)))
+    return tf.reduce_mean(tf.stop_gradient(weights) * per_image)
+
+
+def ac_blur_loss(x, x_blurred, entropy, mu_k=MU_K, weight=1.0):
+    """Adaptive-consistency loss for blur, paper eq. 7.
+
+    L = weight * mean_b[ e^{-mu_k H(k_b)}
+                         * mean_pixels (x_b - sg(x_b * k_b))^2 ]
+
+    Gradient reaches only the undegraded term x = G_x(z): the blurred term
+    is stop-gradient'ed (as the paper states) and so is the weight, so
+    G_k gets no gradient from L_AC (otherwise it could lower the loss by
+    blurring more). The squared error is averaged over pixels (not summed)
+    so its scale does not depend on the resolution.
+
+    Args:
+      x: G_x(z) [B, H, W, C] float (pass [-1, 1] units).
+      x_blurred: x * k [B, H, W, C] float, same units as x.
+      entropy: H(k) [B] float, in nats.
+      mu_k: scale parameter of the weight.
+      weight: global multiplier of the loss.
+    Returns:
+      {"G/ac_blur": loss, "G/ac_blur_weight": mean AC weight}, float32.
+    """
+    w = ac_weight_blur(entropy, mu_k)
+    return {"G/ac_blur": weight * _weighted_consistency(x, x_blurred, w),
+            "G/ac_blur_weight": tf.reduce_mean(w)}
+
+
+def ac_comp_loss(x, x_compressed, q, mu_q=MU_Q, weight=1.0):
+    """Adaptive-consistency loss for compression, paper eq. 8.
+
+    L = weight * mean_b[ e^{-mu_q (100 - q_b) / 100}
+                         * mean_pixels (x_b - sg(psi(x_b, q_b)))^2 ]
+
+    Gradient reaches only x = G_x(z): the compressed term and the weight
+    are constants, so G_q gets no gradient from L_AC.
+
+    Args:
+      x: G_x(z) [B, H, W, C] float (pass [-1, 1] units).
+      x_compressed: psi^g(x, q) [B, H, W, C] float, same units as x.
+      q: quality factors [B] float in [0, 100].
+      mu_q: scale parameter of the weight.
+      weight: global multiplier of the loss.
+    Returns:
+      {"G/ac_comp": loss, "G/ac_comp_weight": mean AC weight}, float32.
+    """
+    w = ac_weight_comp(q, mu_q)
+    return {"G/ac_comp": weight * _weighted_consistency(x, x_compressed, w),
+            "G/ac_comp_weight": tf.reduce_mean(w)}

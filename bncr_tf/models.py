@@ -1,0 +1,87 @@
+"""Builds the networks of a run from its `TrainConfig`.
+
+Used by the trainer, by evaluation and by export, so a run directory's
+config.json is enough to rebuild every network before restoring weights.
+"""
+
+import dataclasses
+
+import numpy as np
+
+from bncr_tf import networks
+from bncr_tf import synthesis
+from bncr_tf import variants as variants_lib
+from bncr_tf.degradations import settings as settings_lib
+from bncr_tf.networks import param_degradation
+
+KERNEL_BANK_SIZE = 4096  # AmbientGAN draws true kernels from this many
+
+
+def resolve_variant(config):
+    """The config's variant with setting-dependent stages made concrete."""
+    variant = variants_lib.get_variant(config.variant)
+    setting = settings_lib.get_setting(config.ambient_setting
+                                       or config.setting)
+    variant = variant.for_setting(None if setting.is_clean else setting)
+    if config.noise_prior:
+        variant = dataclasses.replace(variant, noise_prior=config.noise_prior)
+    return variant
+
+
+def build_generators(config, name_suffix=""):
+    """Builds G_x and the degradation generators the variant needs.
+
+    Args:
+      config: a `TrainConfig`.
+      name_suffix: appended to model names (e.g. "_ema").
+    Returns:
+      A `synthesis.Generators` whose models are built (weights created).
+    """
+    v = resolve_variant(config)
+    r, z, k = config.resolution, config.z_dim, config.resolved_kernel_size()
+    gens = synthesis.Generators(
+        G_x=networks.ImageGenerator(resolution=r, z_dim=z, width=config.width,
+                                    name="G_x" + name_suffix),
+        variant=v, noise_prior=v.noise_prior, rounding=config.rounding)
+    if v.blur == variants_lib.LEARNED:
+        gens.G_k = networks.KernelGenerator(
+            kernel_size=k, z_dim=z, use_mask=v.blur_mask,
+            name="G_k" + name_suffix)
+    elif v.blur == variants_lib.PARAM:
+        gens.G_k = param_degradation.ParamKernel(
+            kernel_size=k, name="G_k" + name_suffix)
+    if v.noise == variants_lib.LEARNED:
+        prior = v.noise_prior if v.noise_prior in networks.PRIORS else "none"
+        gens.G_n = networks.NoiseGenerator(
+            resolution=r, z_dim=z, width=config.width, prior=prior,
+            implicit=v.implicit, z_x_dim=z, name="G_n" + name_suffix)
+    elif v.noise == variants_lib.PARAM:
+        gens.G_n = param_degradation.ParamNoise(
+            resolution=r, name="G_n" + name_suffix)
+    if v.jpeg == variants_lib.LEARNED:
+        gens.G_q = networks.QualityGenerator(
+            z_dim=z, use_mask=v.jpeg_mask, name="G_q" + name_suffix)
+    elif v.jpeg == variants_lib.PARAM:
+        gens.G_q = param_degradation.ParamQuality(name="G_q" + name_suffix)
+    if variants_lib.TRUE in (v.blur, v.noise, v.jpeg):
+        setting = settings_lib.get_setting(config.ambient_setting
+                                           or config.setting)
+        bank = settings_lib.kernel_bank(setting, size=k, n=KERNEL_BANK_SIZE,
+                                        seed=config.seed)
+        gens.ambient = (setting, np.asarray(bank, np.float32))
+    _build(gens, config)
+    return gens
+
+
+def _build(gens, config):
+    """Creates every weight by calling the models once on a tiny batch."""
+    latents = synthesis.sample_latents(2, config.z_dim, [0, 0])
+    synthesis.synthesize(gens, latents, [0, 0])
+
+
+def build_discriminator(config):
+    """Builds D for the config's resolution and width."""
+    d = networks.Discriminator(resolution=config.resolution,
+                               width=config.width, name="D")
+    d.build((None, config.resolution, config.resolution, 3))
+    return d

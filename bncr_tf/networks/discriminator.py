@@ -1,0 +1,104 @@
+"""D: the ResNet discriminator of NR-GAN, generalised to any resolution."""
+
+import keras
+from keras import ops
+
+from bncr_tf.networks import layers as L
+
+
+@keras.saving.register_keras_serializable(package="bncr_tf")
+class Discriminator(keras.Model):
+    """D_y: image -> real/fake logit, NR-GAN's ResNet discriminator.
+
+    Architecture (NHWC), for input size R:
+      * optimized first block on the image, R -> R/2, C_R channels;
+      * one downsampling `DownBlock` per further halving until 8x8; the block
+        whose input has size r outputs C_r channels;
+      * two non-resampling blocks at 8x8 with identity shortcuts;
+      * ReLU, global mean pooling, Linear -> 1.
+    C_r = `width * channel_multipliers[r]`, the same schedule as
+    `ImageGenerator` (entries for sizes 4 and 8 are unused, the 8x8 blocks
+    keep C_16). At 32 px with width 128 this is exactly NR-GAN's D
+    (1,053,825 parameters). No normalisation.
+
+    Logits are float32 whatever the dtype policy (the head's output is cast;
+    float64 only under a float64 policy);
+    inputs may be float32 under a mixed policy (Keras casts them).
+
+    Args:
+      resolution: input size R (power of two, >= 16).
+      width: base channel count (128 in NR-GAN).
+      channel_multipliers: per-stage multipliers of `width` for stage sizes
+        4, 8, ..., R; None for the default schedule.
+      in_channels: input channels (3 for RGB images).
+      residual_factor: residual branch scale (0.1).
+      **kwargs: standard `keras.Model` arguments (name, dtype).
+
+    Example:
+      >>> d = Discriminator(resolution=32)
+      >>> logits = d(keras.random.uniform((4, 32, 32, 3), -1, 1))   # [4]
+    """
+
+    def __init__(self, resolution=32, width=128, channel_multipliers=None,
+                 in_channels=3, residual_factor=L.RESIDUAL_FACTOR, **kwargs):
+        super().__init__(**kwargs)
+        L.check_resolution(resolution, 16)
+        self.resolution = resolution
+        self.width = width
+        self.channel_multipliers = (
+            None if channel_multipliers is None
+            else tuple(float(m) for m in channel_multipliers))
+        self.in_channels = in_channels
+        self.residual_factor = residual_factor
+        self.channels = L.stage_channels(resolution, width,
+                                         self.channel_multipliers)
+        policy = self.dtype_policy
+
+        # === Layers ===
+        down_sizes = [r for r in L.stage_resolutions(resolution) if r >= 16]
+        blocks = []
+        for r in reversed(down_sizes):
+            blocks.append(L.DownBlock(
+                self.channels[r], first=(r == resolution), downsample=True,
+                residual_factor=residual_factor, dtype=policy,
+                name=f"down_{r}"))
+        for i in range(2):
+            blocks.append(L.DownBlock(
+                self.channels[16], first=False, downsample=False,
+                residual_factor=residual_factor, dtype=policy,
+                name=f"plain_8_{i}"))
+        self.blocks = blocks
+        self.head = L.dense(1, dtype=policy, name="head")
+
+    def build(self, input_shape=None):
+        r = self.resolution
+        shape = (None, r, r, self.in_channels)
+        for block in self.blocks:
+            block.build(shape)
+            shape = block.compute_output_shape(shape)
+        self.head.build((None, shape[-1]))
+        self.built = True
+
+    def call(self, y):
+        """Scores images.
+
+        Args:
+          y: images [B, R, R, in_channels], float in [-1, 1].
+        Returns:
+          logits [B] float32 (float64 under a float64 policy).
+        """
+        h = y
+        for block in self.blocks:
+            h = block(h)
+        h = ops.mean(ops.relu(h), axis=(1, 2))
+        logits = ops.cast(self.head(h), L.head_dtype(self))
+        return ops.squeeze(logits, axis=-1)
+
+    def get_config(self):
+        config = super().get_config()
+        config.update(
+            resolution=self.resolution, width=self.width,
+            channel_multipliers=self.channel_multipliers,
+            in_channels=self.in_channels,
+            residual_factor=self.residual_factor)
+        return config

@@ -1,0 +1,91 @@
+"""G_q: the JPEG quality-factor generator with its mask (paper eq. 5)."""
+
+import math
+
+import keras
+from keras import ops
+
+from bncr_tf.networks import layers as L
+
+Q_INIT = 90.0           # initial quality factor (raw logit 0 -> q = 90)
+MASK_BIAS_INIT = -2.0   # sigmoid(-2) = 0.119: start mostly uncompressed.
+
+
+@keras.saving.register_keras_serializable(package="bncr_tf")
+class QualityGenerator(keras.Model):
+    """G_q: latent z_q -> JPEG quality q and mask m_q (paper section 5).
+
+    A 3-layer MLP: Linear z_dim -> hidden, ReLU, Linear hidden -> hidden,
+    ReLU, Linear hidden -> 2 (quality logit, mask logit); q = 100 *
+    sigmoid(.), m_q = sigmoid(.), computed in float32 (float64 under a
+    float64 policy). Init: Xavier-uniform (gain sqrt(2) for the ReLU layers,
+    1 for the head), zero hidden biases; the head biases are
+    logit(q_init / 100) and `mask_bias_init`, so at initialisation q is
+    centred on q_init (90) and m_q on 0.12, varying with z (logit std ~1).
+
+    Use: y = m_q * psi(x, q) + (1 - m_q) * x (eq. 5).
+
+    Args:
+      z_dim: latent size.
+      hidden: width of the two hidden layers.
+      use_mask: False for "CR-GAN w/o mask": m_q = 1.
+      q_init: quality at zero raw logit, in (0, 100).
+      mask_bias_init: initial bias of the mask logit.
+      **kwargs: standard `keras.Model` arguments (name, dtype).
+
+    Example:
+      >>> g_q = QualityGenerator()
+      >>> out = g_q(keras.random.normal((4, 128)))  # out["q"]: [4] in [0,100]
+    """
+
+    def __init__(self, z_dim=128, hidden=128, use_mask=True, q_init=Q_INIT,
+                 mask_bias_init=MASK_BIAS_INIT, **kwargs):
+        super().__init__(**kwargs)
+        if not 0.0 < q_init < 100.0:
+            raise ValueError(f"q_init must be in (0, 100), got {q_init}")
+        self.z_dim = z_dim
+        self.hidden = hidden
+        self.use_mask = use_mask
+        self.q_init = q_init
+        self.mask_bias_init = mask_bias_init
+        policy = self.dtype_policy
+        q_logit = math.log(q_init / (100.0 - q_init))
+
+        # === Layers ===
+        self.fc1 = L.dense(hidden, math.sqrt(2.0), dtype=policy, name="fc1")
+        self.fc2 = L.dense(hidden, math.sqrt(2.0), dtype=policy, name="fc2")
+        self.head = L.dense(
+            2, bias_initializer=keras.initializers.Constant(
+                [q_logit, mask_bias_init]), dtype=policy, name="head")
+
+    def build(self, input_shape=None):
+        self.fc1.build((None, self.z_dim))
+        self.fc2.build((None, self.hidden))
+        self.head.build((None, self.hidden))
+        self.built = True
+
+    def call(self, z_q):
+        """Generates quality factors.
+
+        Args:
+          z_q: latents [B, z_dim], float.
+        Returns:
+          A dict of float32 tensors [B] (float64 under a float64 policy):
+          "q" in [0, 100] and "m_q" in [0, 1] (ones if use_mask=False).
+        """
+        h = ops.relu(self.fc1(z_q))
+        h = ops.relu(self.fc2(h))
+        logits = ops.cast(self.head(h), L.head_dtype(self))
+        q = 100.0 * ops.sigmoid(logits[:, 0])
+        if self.use_mask:
+            m_q = ops.sigmoid(logits[:, 1])
+        else:
+            m_q = ops.ones_like(q)
+        return {"q": q, "m_q": m_q}
+
+    def get_config(self):
+        config = super().get_config()
+        config.update(
+            z_dim=self.z_dim, hidden=self.hidden, use_mask=self.use_mask,
+            q_init=self.q_init, mask_bias_init=self.mask_bias_init)
+        return config

@@ -1,0 +1,175 @@
+"""The one frozen configuration of a training run.
+
+Entry points resolve flags into a `TrainConfig`; library code reads only this
+object, never absl FLAGS. Defaults are NR-GAN's (the code BNCR-GAN builds on,
+paper section 7.1): Adam 2e-4, betas (0, 0.99), D batch 64, G batch 128,
+one D step per G step, EMA 0.999, 200k iterations, R1 weight 10, DS 0.02.
+"""
+
+import dataclasses
+import json
+
+
+class UserError(Exception):
+    """A configuration or input problem, reported as one sentence."""
+
+
+def _f(default, help_text, lower=None, choices=None):
+    """A dataclass field carrying its flag help text and constraints."""
+    return dataclasses.field(default=default, metadata={
+        "help": help_text, "lower": lower, "choices": choices})
+
+
+@dataclasses.dataclass(frozen=True)
+class TrainConfig:
+    """Every setting of a run; field metadata holds help and bounds."""
+
+    # Data.
+    data: str = _f("builtin:skimage_patches",
+                   "Training images: tfds:<name>[:<split>], a folder, the "
+                   "builder's TFRecord dir, builtin:skimage_patches or "
+                   "fashion_mnist:<split> (docs/data.md).")
+    setting: str = _f("A", "Degradation applied to the clean data when it "
+                      "is loaded (A = none; see docs/settings.md). Use A "
+                      "for data that is already degraded.")
+    data_limit: int = _f(0, "Use at most this many images (0 = all).",
+                         lower=0)
+    resolution: int = _f(32, "Image size in pixels (power of two >= 16).",
+                         lower=16)
+    data_seed: int = _f(0, "Seed of the static degradation of the data.")
+
+    # Model.
+    variant: str = _f("bncrgan", "Model variant (bncr_tf.variants).")
+    width: int = _f(128, "Channels of G_x, G_n and D (128 = NR-GAN).",
+                    lower=1)
+    z_dim: int = _f(128, "Size of each latent z_x, z_k, z_n, z_q.",
+                    lower=1)
+    kernel_size: int = _f(0, "Blur kernel size K of G_k (odd); 0 = 7 below "
+                          "128 px and 11 from 128 px.", lower=0)
+    noise_prior: str = _f("", "Override the variant's G_n prior: "
+                          "additive_gaussian, multiplicative_gaussian, "
+                          "poisson, camera or none ('' keeps the variant's).")
+    ambient_setting: str = _f("", "True degradation simulated by "
+                              "AmbientGAN ('' = --setting).")
+    rounding: str = _f("ste", "Rounding of the differentiable JPEG: ste, "
+                       "cubic, sin or none.",
+                       choices=("ste", "cubic", "sin", "none"))
+
+    # Losses.
+    r1_weight: float = _f(10.0, "R1 weight (NR-GAN convention, no 1/2).",
+                          lower=0.0)
+    ds_weight: float = _f(0.02, "Diversity-sensitive weight for G_k, G_n "
+                          "and G_q.", lower=0.0)
+    ac_weight: float = _f(1.0, "Weight of the adaptive consistency losses.",
+                          lower=0.0)
+    mu_k: float = _f(-1.0, "AC blur scale mu_k (< 0 = library default).")
+    mu_q: float = _f(-1.0, "AC compression scale mu_q (< 0 = library "
+                     "default).")
+
+    # Optimisation.
+    iterations: int = _f(200_000, "Training iterations (one D and one G "
+                         "step each).", lower=1)
+    lr: float = _f(2e-4, "Adam learning rate of all networks.", lower=0.0)
+    beta1: float = _f(0.0, "Adam beta1.", lower=0.0)
+    beta2: float = _f(0.99, "Adam beta2.", lower=0.0)
+    d_batch: int = _f(64, "Global D batch (real and fake images).",
+                      lower=2)
+    g_batch: int = _f(128, "Global G batch (even).", lower=2)
+    ema_decay: float = _f(0.999, "EMA decay of the generators (0 = off).",
+                          lower=0.0)
+    seed: int = _f(0, "Seed of initialisation, latents and data order.")
+
+    # Infrastructure.
+    outdir: str = _f("runs", "Parent directory of the numbered run "
+                     "directories.")
+    run_name: str = _f("", "Run name ('' = <variant>-<setting>-<res>px).")
+    resume: str = _f("auto", "auto: continue the newest run of this name "
+                     "that has a checkpoint; none: start a new run; or a "
+                     "run directory to continue.")
+    log_every: int = _f(100, "Iterations per status line and TensorBoard "
+                        "scalars.", lower=1)
+    grid_every: int = _f(5000, "Iterations per image grid.", lower=1)
+    checkpoint_every: int = _f(5000, "Iterations per checkpoint.", lower=1)
+    keep_checkpoints: int = _f(5, "Checkpoints kept on disk.", lower=1)
+    export_at_end: bool = _f(True, "Export SavedModels when training ends.")
+    mixed_precision: str = _f("none", "none, mixed_float16 (GPU, with loss "
+                              "scaling) or mixed_bfloat16.",
+                              choices=("none", "mixed_float16",
+                                       "mixed_bfloat16"))
+    jit_compile: bool = _f(False, "Compile the training steps with XLA.")
+    distribute: str = _f("auto", "auto (mirrored on >1 GPU, else default), "
+                         "default, mirrored, or multiworker (TF_CONFIG).",
+                         choices=("auto", "default", "mirrored",
+                                  "multiworker"))
+    deterministic: bool = _f(False, "Enable TensorFlow op determinism.")
+    grid_size: int = _f(8, "Samples per side of the image grids.", lower=1)
+    dry_run: bool = _f(False, "Print the resolved config and stop.")
+
+    def resolved_kernel_size(self):
+        if self.kernel_size:
+            return self.kernel_size
+        return 7 if self.resolution < 128 else 11
+
+    def default_run_name(self):
+        return self.run_name or (
+            f"{self.variant}-{self.setting}-{self.resolution}px")
+
+    def to_json(self):
+        return json.dumps(dataclasses.asdict(self), indent=2, sort_keys=True)
+
+    @classmethod
+    def from_dict(cls, values):
+        """Builds a config from a dict, rejecting unknown keys."""
+        names = {f.name for f in dataclasses.fields(cls)}
+        unknown = sorted(set(values) - names)
+        if unknown:
+            raise UserError(f"unknown config keys: {', '.join(unknown)}")
+        return cls(**values)
+
+    def validate(self):
+        """Checks cross-field constraints; raises UserError with a sentence."""
+        r = self.resolution
+        if r < 16 or r & (r - 1):
+            raise UserError(
+                f"--resolution must be a power of two >= 16, got {r}")
+        if self.d_batch < 2 or self.g_batch < 2:
+            raise UserError("--d_batch and --g_batch must be at least 2")
+        if self.g_batch % 2:
+            raise UserError(
+                "--g_batch must be even (the diversity-sensitive loss pairs "
+                f"two halves of the batch), got {self.g_batch}")
+        k = self.resolved_kernel_size()
+        if k % 2 == 0 or k < 3:
+            raise UserError(f"--kernel_size must be odd and >= 3, got {k}")
+        if k // 2 >= r:
+            raise UserError(
+                f"--kernel_size {k} is too large for {r} px images")
+        if self.mixed_precision not in (
+                "none", "mixed_float16", "mixed_bfloat16"):
+            raise UserError(
+                "--mixed_precision must be none, mixed_float16 or "
+                f"mixed_bfloat16, got {self.mixed_precision!r}")
+        if not 0.0 <= self.ema_decay < 1.0:
+            raise UserError(
+                f"--ema_decay must be in [0, 1), got {self.ema_decay}")
+        if self.iterations < 1:
+            raise UserError("--iterations must be at least 1")
+        return self
+
+    def validate_all(self):
+        """`validate` plus the names of the variant, settings and prior."""
+        self.validate()
+        from bncr_tf import variants
+        from bncr_tf.degradations import settings
+        try:
+            variants.get_variant(self.variant)
+            for name in (self.setting, self.ambient_setting):
+                if name:
+                    settings.get_setting(name)
+        except ValueError as e:
+            raise UserError(str(e)) from None
+        if self.noise_prior and self.noise_prior not in variants.NOISE_PRIORS:
+            raise UserError(
+                f"--noise_prior must be one of "
+                f"{', '.join(variants.NOISE_PRIORS)}, got {self.noise_prior!r}")
+        return self

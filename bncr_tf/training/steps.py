@@ -1,0 +1,247 @@
+"""Networks, optimisers, EMA and the compiled training iteration.
+
+One iteration = one D step then one G step (NR-GAN: n_dis = 1), compiled
+once as a `tf.function` with a fixed input signature (no retracing). The
+fakes of the D step are generated outside the gradient tape. All randomness
+of iteration s comes from the stateless seed (config.seed, s).
+"""
+
+import keras
+import numpy as np
+import tensorflow as tf
+
+from bncr_tf import losses
+from bncr_tf import models as models_lib
+from bncr_tf import synthesis
+from bncr_tf import variants as variants_lib
+from bncr_tf.degradations import kernels as blur_lib
+from bncr_tf.training import grids
+
+MONITOR_BATCH = 256  # fixed latents for the degradation statistics
+
+
+def _seed_pair(seed, salt):
+    return tf.random.experimental.stateless_fold_in(seed, salt)
+
+
+class Trainer:
+    """Holds every network and optimiser of a run and its compiled steps.
+
+    Build it inside `strategy.scope()`.
+
+    Attributes:
+      gens: raw `synthesis.Generators`; gens_ema: their EMA copies.
+      D: the discriminator.
+      checkpoint: a `tf.train.Checkpoint` of the full training state.
+    """
+
+    def __init__(self, config, strategy):
+        self.config = config
+        self.strategy = strategy
+        self.replicas = strategy.num_replicas_in_sync
+        self.gens = models_lib.build_generators(config)
+        self.gens_ema = models_lib.build_generators(config, "_ema")
+        self.D = models_lib.build_discriminator(config)
+        self.variant = self.gens.variant
+        for name, model in self.gens.models().items():
+            self.gens_ema.models()[name].set_weights(model.get_weights())
+        self._g_vars = self.gens.trainable_variables()
+        self._ema_pairs = list(zip(self.gens_ema.trainable_variables(),
+                                   self._g_vars))
+        self.opt_d = self._optimizer("opt_D")
+        self.opt_g = self._optimizer("opt_G")
+        self.opt_d.build(self.D.trainable_variables)
+        self.opt_g.build(self._g_vars)
+        self.step = tf.Variable(0, dtype=tf.int64, trainable=False,
+                                name="step")
+        tracked = dict(step=self.step, D=self.D, opt_D=self.opt_d,
+                       opt_G=self.opt_g)
+        for name, model in self.gens.models().items():
+            tracked[name] = model
+            tracked[name + "_ema"] = self.gens_ema.models()[name]
+        self.checkpoint = tf.train.Checkpoint(**tracked)
+        self.mu_k = config.mu_k if config.mu_k >= 0 else losses.MU_K
+        self.mu_q = config.mu_q if config.mu_q >= 0 else losses.MU_Q
+        self._iteration = tf.function(
+            self._iteration_fn, jit_compile=config.jit_compile or None,
+            input_signature=[
+                tf.TensorSpec([None, config.resolution, config.resolution, 3],
+                              tf.float32),
+                tf.TensorSpec([2], tf.int64)])
+        self._monitor = tf.function(self._monitor_fn)
+        self._monitor_latents = synthesis.sample_latents(
+            MONITOR_BATCH, config.z_dim, [config.seed, -1])
+
+    # --- Construction ---------------------------------------------------------
+
+    def _optimizer(self, name):
+        c = self.config
+        opt = keras.optimizers.Adam(learning_rate=c.lr, beta_1=c.beta1,
+                                    beta_2=c.beta2, name=name)
+        if c.mixed_precision == "mixed_float16":
+            opt = keras.optimizers.LossScaleOptimizer(opt, name=name + "_ls")
+        return opt
+
+    def step_value(self):
+        return int(self.step.numpy())
+
+    def restore(self, manager):
+        """Restores the latest checkpoint of `manager`; returns its path."""
+        path = manager.latest_checkpoint
+        self.checkpoint.restore(path).assert_existing_objects_matched()
+        return path
+
+    # --- Training ---------------------------------------------------------------
+
+    def train_iteration(self, reals, step):
+        """Runs iteration `step` on per-replica `reals`; returns scalars."""
+        seed = tf.constant([self.config.seed, step], tf.int64)
+        return self._iteration(reals, seed)
+
+    def _iteration_fn(self, reals, seed):
+        per_replica = self.strategy.run(self._replica_step, (reals, seed))
+        values = {k: self.strategy.reduce(tf.distribute.ReduceOp.MEAN, v,
+                                          axis=None)
+                  for k, v in per_replica.items()}
+        self._update_ema()
+        self.step.assign_add(1)
+        return values
+
+    def _replica_step(self, reals, seed):
+        ctx = tf.distribute.get_replica_context()
+        seed = _seed_pair(seed, ctx.replica_id_in_sync_group)
+        values = self._d_step(reals, _seed_pair(seed, 1))
+        values.update(self._g_step(_seed_pair(seed, 2)))
+        return values
+
+    def _scaled(self, opt, loss):
+        """Per-replica share of the loss (and loss scaling); inside a tape."""
+        loss = loss / self.replicas
+        if isinstance(opt, keras.optimizers.LossScaleOptimizer):
+            loss = opt.scale_loss(loss)
+        return loss
+
+    def _apply(self, opt, scaled_loss, variables, tape):
+        """Differentiates the scaled loss and applies the update.
+
+        Returns the global gradient norm of the unscaled, summed loss.
+        """
+        grads = tape.gradient(scaled_loss, variables)
+        opt.apply(grads, variables)
+        return tf.linalg.global_norm(
+            [g for g in grads if g is not None]) * self.replicas
+
+    def _d_step(self, reals, seed):
+        """D step: non-saturating logistic loss + R1 on reals."""
+        c = self.config
+        batch = tf.shape(reals)[0]
+        latents = synthesis.sample_latents(batch, c.z_dim,
+                                           _seed_pair(seed, 0))
+        fakes = tf.stop_gradient(synthesis.synthesize(
+            self.gens, latents, _seed_pair(seed, 1))["y"])
+        with tf.GradientTape() as tape:
+            real_logits = self.D(reals)
+            fake_logits = self.D(fakes)
+            values = losses.d_logistic_loss(real_logits, fake_logits)
+            values.update(losses.r1_penalty(self.D, reals, c.r1_weight))
+            scaled = self._scaled(self.opt_d,
+                                  values["D/loss"] + values["D/r1"])
+        values["D/grad_norm"] = self._apply(
+            self.opt_d, scaled, self.D.trainable_variables, tape)
+        return {"Loss/" + k: v for k, v in values.items()}
+
+    def _g_step(self, seed):
+        """G step: adversarial + DS (G_k, G_n, G_q) + AC (BNCR-GAN)."""
+        c, v = self.config, self.variant
+        batch = c.g_batch // self.replicas
+        latents = synthesis.sample_latents(batch, c.z_dim,
+                                           _seed_pair(seed, 0))
+        learned = variants_lib.LEARNED
+        with tf.GradientTape() as tape:
+            s = synthesis.synthesize(self.gens, latents, _seed_pair(seed, 1),
+                                     with_aux=True)
+            values = losses.g_nonsaturating_loss(self.D(s["y"]))
+            total = values["G/adv"]
+            regs = []
+            if v.noise == learned:
+                regs.append(losses.diversity_sensitive_loss(
+                    s["n_ds"], latents["z_n"], c.ds_weight, "G/ds_noise"))
+            if v.blur == learned:
+                regs.append(losses.diversity_sensitive_loss(
+                    s["k_hat"], latents["z_k"], c.ds_weight, "G/ds_kernel"))
+            if v.jpeg == learned:
+                regs.append(losses.diversity_sensitive_loss(
+                    s["q"] / 100.0, latents["z_q"], c.ds_weight,
+                    "G/ds_quality"))
+            if v.adaptive_consistency and "k" in s:
+                regs.append(losses.ac_blur_loss(
+                    s["x"], s["x_blur"], s["entropy"], self.mu_k,
+                    c.ac_weight))
+            if v.adaptive_consistency and "q" in s:
+                regs.append(losses.ac_comp_loss(
+                    s["x"], s["x_comp"], s["q"], self.mu_q, c.ac_weight))
+            for reg in regs:
+                values.update(reg)
+                for name, value in reg.items():
+                    if not name.endswith("_weight"):
+                        total += value
+            values["G/loss"] = total
+            scaled = self._scaled(self.opt_g, total)
+        values["G/grad_norm"] = self._apply(self.opt_g, scaled, self._g_vars,
+                                            tape)
+        return {"Loss/" + k: v for k, v in values.items()}
+
+    def _update_ema(self):
+        decay = self.config.ema_decay
+        for ema_var, var in self._ema_pairs:
+            ema_var.assign(decay * ema_var + (1.0 - decay) * var)
+
+    # --- Monitoring -----------------------------------------------------------
+
+    def _monitor_fn(self, latents, seed):
+        s = synthesis.synthesize(self.gens_ema, latents, seed)
+        out = {}
+        if "k" in s:
+            out["kernel_entropy"] = blur_lib.kernel_entropy(s["k"])
+            out["m_k"] = tf.reduce_mean(s["m_k"], axis=[1, 2])
+        if "n" in s:
+            out["noise_std"] = tf.math.reduce_std(s["n"] / 2.0 * 255.0,
+                                                  axis=[1, 2, 3])
+        if "q" in s:
+            out["q"] = s["q"]
+            out["m_q"] = s["m_q"]
+        return out
+
+    def _monitor_values(self):
+        seed = tf.constant([self.config.seed, -2], tf.int64)
+        with self.strategy.scope():
+            return {k: v.numpy() for k, v in
+                    self._monitor(self._monitor_latents, seed).items()}
+
+    def degradation_stats(self, step):
+        """Means of the learned degradations on fixed latents (EMA nets).
+
+        Names: Degradation/q_mean, m_q_mean, m_k_mean, kernel_entropy,
+        noise_std (in 0-255 grey levels).
+        """
+        del step
+        values = self._monitor_values()
+        names = {"kernel_entropy": "Degradation/kernel_entropy",
+                 "noise_std": "Degradation/noise_std",
+                 "q": "Degradation/q_mean", "m_q": "Degradation/m_q_mean",
+                 "m_k": "Degradation/m_k_mean"}
+        return {names[k]: float(np.mean(v)) for k, v in values.items()}
+
+    def histograms(self, step):
+        del step
+        return {"Degradation/" + k: v
+                for k, v in self._monitor_values().items()}
+
+    def grid(self, rows):
+        """x | k | n | y decomposition grid of `rows` fixed-latent samples."""
+        latents = {k: v[:rows] for k, v in self._monitor_latents.items()}
+        s = synthesis.synthesize(self.gens_ema, latents,
+                                 tf.constant([self.config.seed, -3],
+                                             tf.int64))
+        return grids.decomposition_grid(
+            {k: v.numpy() for k, v in s.items()}, rows)

@@ -1,0 +1,137 @@
+"""The registry of GAN variants compared in the BNCR-GAN paper.
+
+Every variant is the same image-formation model y = psi(x * k + n, q)
+(paper eq. 1) with each stage either absent, learned by a generator
+(G_k, G_n, G_q), learned as a single parameter (P-AmbientGAN), or simulated
+with the true degradation of a named setting (AmbientGAN). Names are used by
+configs, TensorBoard tags, checkpoints and exports.
+"""
+
+import dataclasses
+
+# How a degradation stage is produced.
+NONE = "none"          # stage absent
+LEARNED = "learned"    # a generator (G_k, G_n or G_q) from a latent
+PARAM = "param"        # one learned parameter shared by all images
+TRUE = "true"          # ground-truth distribution of a named setting
+
+STAGE_MODES = (NONE, LEARNED, PARAM, TRUE)
+NOISE_PRIORS = ("additive_gaussian", "multiplicative_gaussian", "poisson",
+                "camera", "none")
+
+
+@dataclasses.dataclass(frozen=True)
+class Variant:
+    """One model of the paper.
+
+    Attributes:
+      name: registry key, e.g. "bncrgan".
+      title: the paper's name, e.g. "BNCR-GAN".
+      blur: stage mode of the blur kernel k.
+      noise: stage mode of the noise n.
+      jpeg: stage mode of the JPEG quality q.
+      blur_mask: use the kernel mask m_k (paper eq. 3).
+      jpeg_mask: use the quality mask m_q (paper eq. 5).
+      noise_prior: reparameterisation of G_n's output (NR-GAN priors or our
+        camera prior n = eps * sqrt(a + b x)).
+      implicit: SD-NR-GAN-II/III latent sharing (z_n[:dim z_x] = z_x).
+      rotation, channel_shuffle, sign_flip: SI-NR-GAN-II / SD-NR-GAN-III
+        random transforms of the noise.
+      adaptive_consistency: add L_AC^blur and L_AC^comp (paper eqs. 7-8).
+      stages_from_setting: AmbientGAN and P-AmbientGAN model exactly the
+        stages present in the training setting (the other stages are off).
+    """
+
+    name: str
+    title: str
+    blur: str = NONE
+    noise: str = NONE
+    jpeg: str = NONE
+    blur_mask: bool = True
+    jpeg_mask: bool = True
+    noise_prior: str = "none"
+    implicit: bool = False
+    rotation: bool = False
+    channel_shuffle: bool = False
+    sign_flip: bool = False
+    adaptive_consistency: bool = False
+    stages_from_setting: bool = False
+
+    def __post_init__(self):
+        for stage in (self.blur, self.noise, self.jpeg):
+            if stage not in STAGE_MODES:
+                raise ValueError(f"unknown stage mode {stage!r}")
+        if self.noise_prior not in NOISE_PRIORS:
+            raise ValueError(f"unknown noise prior {self.noise_prior!r}")
+
+    @property
+    def has_generator_stage(self):
+        return LEARNED in (self.blur, self.noise, self.jpeg)
+
+    def for_setting(self, setting):
+        """Resolves stages that depend on the training setting.
+
+        AmbientGAN / P-AmbientGAN simulate only the stages that the setting
+        contains; the other variants are returned unchanged.
+
+        Args:
+          setting: a `bncr_tf.degradations.settings.Setting` or None (clean).
+        Returns:
+          A `Variant` with concrete stage modes.
+        """
+        if not self.stages_from_setting:
+            return self
+        mode = TRUE if self.name == "ambientgan" else PARAM
+        has_blur = setting is not None and setting.blur is not None
+        has_noise = setting is not None and setting.noise
+        has_jpeg = setting is not None and setting.jpeg_quality is not None
+        return dataclasses.replace(
+            self,
+            blur=mode if has_blur else NONE,
+            noise=mode if has_noise else NONE,
+            jpeg=mode if has_jpeg else NONE,
+            noise_prior="camera" if has_noise else "none",
+            blur_mask=False, jpeg_mask=False)
+
+
+_VARIANTS = (
+    Variant("gan", "GAN"),
+    Variant("ambientgan", "AmbientGAN (true degradation)",
+            stages_from_setting=True),
+    Variant("p_ambientgan", "P-AmbientGAN (learned parameters)",
+            stages_from_setting=True),
+    Variant("brgan", "BR-GAN", blur=LEARNED),
+    Variant("brgan_nomask", "BR-GAN w/o mask", blur=LEARNED,
+            blur_mask=False),
+    Variant("nrgan_si1", "SI-NR-GAN-I", noise=LEARNED,
+            noise_prior="additive_gaussian"),
+    Variant("nrgan_si2", "SI-NR-GAN-II", noise=LEARNED, rotation=True,
+            channel_shuffle=True, sign_flip=True),
+    Variant("nrgan_sd1", "SD-NR-GAN-I", noise=LEARNED, noise_prior="poisson"),
+    Variant("nrgan_sd2", "SD-NR-GAN-II", noise=LEARNED, implicit=True,
+            noise_prior="additive_gaussian"),
+    Variant("nrgan_sd3", "SD-NR-GAN-III", noise=LEARNED, implicit=True,
+            sign_flip=True),
+    Variant("crgan", "CR-GAN", jpeg=LEARNED),
+    Variant("crgan_nomask", "CR-GAN w/o mask", jpeg=LEARNED, jpeg_mask=False),
+    Variant("bncrgan", "BNCR-GAN", blur=LEARNED, noise=LEARNED, jpeg=LEARNED,
+            noise_prior="camera", adaptive_consistency=True),
+    Variant("bncrgan_noac", "BNCR-GAN w/o L_AC", blur=LEARNED, noise=LEARNED,
+            jpeg=LEARNED, noise_prior="camera"),
+)
+
+VARIANTS = {v.name: v for v in _VARIANTS}
+
+
+def get_variant(name):
+    """Returns the registered `Variant` called `name`.
+
+    Raises:
+      ValueError: with the list of valid names, if `name` is unknown.
+    """
+    try:
+        return VARIANTS[name]
+    except KeyError:
+        raise ValueError(
+            f"unknown model variant {name!r}; choose one of "
+            f"{', '.join(VARIANTS)}") from None

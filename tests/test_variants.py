@@ -1,0 +1,162 @@
+"""Variants and the synthesis function: masks, gradients, one step each."""
+
+import numpy as np
+import pytest
+import tensorflow as tf
+
+from bncr_tf import models
+from bncr_tf import synthesis
+from bncr_tf import variants
+from bncr_tf.degradations import kernels as blur_lib
+from bncr_tf.degradations import jpeg as jpeg_lib
+from bncr_tf.training import steps
+from bncr_tf.training.config import TrainConfig
+
+TINY = dict(width=8, d_batch=4, g_batch=4, z_dim=16)
+
+
+def _config(variant, setting="N", resolution=32, **kw):
+    return TrainConfig(variant=variant, setting=setting,
+                       resolution=resolution, **dict(TINY, **kw))
+
+
+def _latents(batch, z_dim=16, seed=0):
+    return synthesis.sample_latents(batch, z_dim, [seed, 0])
+
+
+class _Fixed:
+    """A stand-in generator returning fixed outputs (for mask tests)."""
+
+    def __init__(self, **outputs):
+        self.outputs = outputs
+
+    def __call__(self, z, z_x=None):
+        return {k: tf.constant(v, tf.float32) for k, v in self.outputs.items()}
+
+
+def _image(batch=2, size=32, seed=1):
+    return tf.random.stateless_uniform([batch, size, size, 3], [seed, 2],
+                                       -1.0, 1.0)
+
+
+def test_registry_names_and_errors():
+    expected = {"gan", "ambientgan", "p_ambientgan", "brgan", "brgan_nomask",
+                "nrgan_si1", "nrgan_si2", "nrgan_sd1", "nrgan_sd2",
+                "nrgan_sd3", "crgan", "crgan_nomask", "bncrgan",
+                "bncrgan_noac"}
+    assert set(variants.VARIANTS) == expected
+    with pytest.raises(ValueError, match="bncrgan"):
+        variants.get_variant("bncr")
+
+
+def test_ambient_stages_follow_the_setting():
+    for setting, stages in (("B", ("true", "none", "none")),
+                            ("J", ("none", "none", "true")),
+                            ("N", ("true", "true", "true")),
+                            ("A", ("none", "none", "none"))):
+        v = models.resolve_variant(_config("ambientgan", setting))
+        assert (v.blur, v.noise, v.jpeg) == stages, setting
+    v = models.resolve_variant(_config("p_ambientgan", "H"))
+    assert (v.blur, v.noise, v.jpeg) == ("none", "none", "param")
+
+
+def test_zero_jpeg_mask_gives_y_equal_x_exactly():
+    gens = synthesis.Generators(
+        G_x=None, G_q=_Fixed(q=[37.0, 80.0], m_q=[0.0, 0.0]),
+        variant=variants.get_variant("crgan"))
+    x = _image()
+    out = synthesis.degrade(gens, x, _latents(2), [0, 0])
+    np.testing.assert_array_equal(out["y"].numpy(), x.numpy())
+    # And with m_q = 1 the image is the differentiable JPEG of x.
+    gens.G_q = _Fixed(q=[37.0, 80.0], m_q=[1.0, 1.0])
+    out = synthesis.degrade(gens, x, _latents(2), [0, 0])
+    want = 2 * jpeg_lib.diff_jpeg((x + 1) / 2, [37.0, 80.0]) - 1
+    np.testing.assert_allclose(out["y"].numpy(), want.numpy(), atol=1e-5)
+
+
+def test_zero_kernel_mask_gives_identity_kernel_and_unblurred_image():
+    from bncr_tf.networks import compose_kernel
+    k_hat = tf.nn.softmax(tf.random.normal([2, 49]), -1)
+    k_hat = tf.reshape(k_hat, [2, 7, 7])
+    k = compose_kernel(k_hat, tf.zeros_like(k_hat))
+    np.testing.assert_array_equal(k.numpy(),
+                                  blur_lib.identity_kernel(7, 2).numpy())
+    gens = synthesis.Generators(
+        G_x=None, G_k=_Fixed(k=k.numpy(), k_hat=k_hat.numpy(),
+                             m_k=np.zeros([2, 7, 7])),
+        variant=variants.get_variant("brgan"))
+    x = _image()
+    out = synthesis.degrade(gens, x, _latents(2), [0, 0], with_aux=True)
+    np.testing.assert_array_equal(out["y"].numpy(), x.numpy())
+    np.testing.assert_allclose(out["entropy"].numpy(), 0.0, atol=1e-6)
+
+
+def test_sd1_noise_gives_no_gradient_to_the_image():
+    cfg = _config("nrgan_sd1")
+    gens = models.build_generators(cfg)
+    latents = _latents(2)
+    x = _image()
+    with tf.GradientTape() as tape:
+        tape.watch(x)
+        out = synthesis.degrade(gens, x, latents, [0, 0], with_aux=True)
+        noise_only = tf.reduce_sum(out["n"])
+    assert tape.gradient(noise_only, x) is None
+    # The noise does reach G_n's weights.
+    with tf.GradientTape() as tape:
+        out = synthesis.degrade(gens, x, latents, [0, 0])
+        total = tf.reduce_sum(out["n"] ** 2)
+    grads = tape.gradient(total, gens.G_n.trainable_variables)
+    assert all(g is not None for g in grads)
+
+
+def test_synthesis_shapes_and_ranges_bncrgan():
+    gens = models.build_generators(_config("bncrgan"))
+    out = synthesis.synthesize(gens, _latents(3), [1, 2], with_aux=True)
+    assert out["x"].shape == out["y"].shape == (3, 32, 32, 3)
+    assert out["k"].shape == out["m_k"].shape == (3, 7, 7)
+    assert out["q"].shape == out["m_q"].shape == (3,)
+    for name in ("x", "y"):
+        v = out[name].numpy()
+        assert v.min() >= -1.0 and v.max() <= 1.0
+    np.testing.assert_allclose(out["k"].numpy().sum((1, 2)), 1.0, atol=1e-5)
+    q = out["q"].numpy()
+    assert (q >= 0).all() and (q <= 100).all()
+    # Same seed -> same result; another seed -> other noise.
+    again = synthesis.synthesize(gens, _latents(3), [1, 2])
+    np.testing.assert_array_equal(again["y"].numpy(), out["y"].numpy())
+    other = synthesis.synthesize(gens, _latents(3), [1, 3])
+    assert not np.array_equal(other["n"].numpy(), out["n"].numpy())
+
+
+@pytest.fixture(scope="module")
+def eager_functions():
+    """Runs tf.functions eagerly: no tracing, so 14 variants stay fast."""
+    tf.config.run_functions_eagerly(True)
+    yield
+    tf.config.run_functions_eagerly(False)
+
+
+@pytest.mark.parametrize("variant", sorted(variants.VARIANTS))
+def test_one_iteration_moves_every_variable(variant, eager_functions):
+    """One D step and one G step: finite losses, and every trainable
+    variable receives a non-zero gradient (so Adam moves it): G_k through the
+    blur, G_q through psi^g, G_n through the noise, D through both losses.
+    """
+    cfg = _config(variant, setting="N")
+    trainer = steps.Trainer(cfg, tf.distribute.get_strategy())
+    variables = trainer.gens.trainable_variables() + (
+        trainer.D.trainable_variables)
+    before = [v.numpy().copy() for v in variables]
+    reals = _image(4)
+    values = trainer.train_iteration(reals, 0)
+    for name, value in values.items():
+        assert np.isfinite(value.numpy()), (name, value)
+    unchanged = [v.path for v, b in zip(variables, before)
+                 if np.array_equal(v.numpy(), b)]
+    assert not unchanged, f"no gradient reached {unchanged}"
+    assert trainer.step_value() == 1
+    if variant in ("bncrgan",):
+        assert "Loss/G/ac_blur" in values and "Loss/G/ac_comp" in values
+        assert "Loss/G/ds_kernel" in values and "Loss/G/ds_quality" in values
+    if variant == "bncrgan_noac":
+        assert "Loss/G/ac_blur" not in values
