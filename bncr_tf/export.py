@@ -1,134 +1,604 @@
 """SavedModels for TF Serving: G_x and the learned degradation generators.
 
 `export_generators` writes `<export_root>/<name>/<version>/` (TF Serving's
-model-base-path layout) for each model a run has:
+model-base-path layout) for each model a run has; `export_from_run` does it
+for a run directory's checkpoint (tools/export_savedmodel.py) and
+`export_run` for a trainer at the end of training. Signatures (R: resolution,
+K: kernel size, every batch dimension None; full table in docs/serving.md):
 
-| name | signature | inputs | outputs |
-| --- | --- | --- | --- |
-| generator | serving_default | z float32 [None, z_dim] | image uint8 [None, R, R, 3], image_float float32 [-1, 1] |
-| generator | from_seed | seed int64 [None] | same |
-| blur_kernel | serving_default / from_seed | z_k / seed | kernel float32 [None, K, K], mask [None, K, K], entropy [None] |
-| noise | serving_default | image uint8 [None, R, R, 3], seed int64 [None] | noise float32 [None, R, R, 3] (intensity units, [0, 1] scale) |
-| quality | serving_default / from_seed | z_q / seed | quality float32 [None], mask [None] |
-| degrade | serving_default | image uint8 [None, R, R, 3], seed int64 [None] | image uint8, image_float [-1, 1], kernel, quality, mask_quality |
+  generator    serving_default  z float32 [None, z_dim]
+               from_seed        seed int64 [None]
+                 -> image uint8 [None, R, R, 3],
+                    image_float float32 [None, R, R, 3] in [-1, 1]
+               from_seed_png    seed -> image_png_bytes string [None]
+  blur_kernel  serving_default  z_k float32 [None, z_dim];  from_seed  seed
+                 -> kernel, mask [None, K, K], entropy [None]
+  quality      serving_default  z_q float32 [None, z_dim];  from_seed  seed
+                 -> quality [None] in [0, 100], mask [None]
+  noise        serving_default  image uint8 [None, R, R, 3], seed
+                 -> noise [None, R, R, 3] ([0, 1] units), image, image_float
+  degrade      serving_default  image, seed
+                 -> image, image_float and, per stage the variant has,
+                    kernel, mask_kernel, noise, quality, mask_quality
 
-A seed s gives the latents `synthesis.latents_from_seeds`: the same seed
-always gives the same output, whatever else is in the request. Inputs are
-float32 / uint8 / int64 even when the run trained with mixed precision.
-Exports are written to a temporary directory and renamed into place; an
-existing version is never overwritten.
+Which models exist depends on the variant (`available_models`): `generator`
+always; `blur_kernel`, `noise`, `quality` when G_k, G_n, G_q exist (learned,
+or P-AmbientGAN's parameters); `degrade` when any degradation stage exists
+(for AmbientGAN the true degradation of its setting, sampled from the seed).
+
+Seeds: seed s gives the latents `synthesis.latents_from_seeds([s])`, and
+`degrade` / `noise` draw their noise from the stateless seed
+[s, DEGRADE_SALT], one image at a time: row i of a request depends only on
+its own seed (and image), and `generator/from_seed(s)`,
+`blur_kernel/from_seed(s)`, `quality/from_seed(s)` and `degrade(., s)` use
+the same latents.
+
+Inputs are float32 / uint8 / int64 even when the run trained with mixed
+precision; floating outputs are float32. Every endpoint checks the runtime
+shapes of its inputs and fails with a message naming the signature;
+`check_request` does the same (and dtypes) on the client side. Each version
+also holds `assets.extra/tf_serving_warmup_requests` (one PredictionLog per
+signature, see `warmup_record`) and `assets.extra/bncr_export.json` (source
+run, checkpoint and signatures). Exports are written to a hidden temporary
+directory next to the versions and renamed into place; an existing version
+is never overwritten or modified. All models of one export share one
+version number: one more than the largest version of any of them.
 """
 
+import contextlib
+import dataclasses
+import datetime
+import functools
+import json
+import logging
 import os
 import shutil
 import tempfile
 
 import keras
+import numpy as np
 import tensorflow as tf
 
+from bncr_tf import runs
 from bncr_tf import synthesis
+from bncr_tf import variants as variants_lib
 from bncr_tf.degradations import kernels as kernels_lib
+from bncr_tf.training.config import UserError
 
+MODEL_NAMES = ("generator", "blur_kernel", "noise", "quality", "degrade")
+DEFAULT_SIGNATURE = "serving_default"
 WARMUP_FILE = "tf_serving_warmup_requests"
+INFO_FILE = "bncr_export.json"
+WARMUP_BATCH = 2
+# Second word of the stateless seed [s, DEGRADE_SALT] of degrade and noise.
+DEGRADE_SALT = 7
+
+
+# === Conversions ===
 
 
 def _to_uint8(images):
-    """float32 [-1, 1] -> uint8 [0, 255] (rounded, clipped)."""
+    """[B, R, R, 3] float in [-1, 1] -> uint8 in [0, 255] (rounded,
+    clipped)."""
+    images = tf.cast(images, tf.float32)
     return tf.cast(tf.clip_by_value(tf.round((images + 1.0) * 127.5), 0.0,
                                     255.0), tf.uint8)
 
 
 def _from_uint8(images):
+    """uint8 [0, 255] -> float32 in [-1, 1]."""
     return tf.cast(images, tf.float32) / 127.5 - 1.0
 
 
-def _per_image(fn, images, seeds, signature):
-    """Runs fn(image [1, ...], seed scalar) per image: results never depend
-    on the other images of the request."""
-    return tf.map_fn(lambda a: fn(a[0][None], a[1]), (images, seeds),
-                     fn_output_signature=signature)
+def _f32(x):
+    return tf.cast(x, tf.float32)
+
+
+def spec_text(spec):
+    """'float32 [None, 16]' for a TensorSpec."""
+    if spec.shape.rank is None:
+        return f"{spec.dtype.name} [unknown rank]"
+    dims = ", ".join("None" if d is None else str(d) for d in spec.shape)
+    return f"{spec.dtype.name} [{dims}]"
+
+
+def signature_text(specs):
+    """'image: uint8 [None, 32, 32, 3], seed: int64 [None]' for a dict of
+    TensorSpecs."""
+    return ", ".join(f"{name}: {spec_text(spec)}"
+                     for name, spec in sorted(specs.items()))
+
+
+# === Input checks ===
+
+
+def _check_inputs(model, key, specs, tensors):
+    """In-graph checks of runtime shapes against the signature.
+
+    The placeholders of a SavedModel signature carry static shapes, but a
+    loaded signature runs with any shape of the right dtype: a wrong shape
+    would fail deep inside a network ("Matrix size-incompatible: In[0]:
+    [2,15], In[1]: [16,128]"). The checks run before anything else.
+
+    Args:
+      model: exported model name, for the message.
+      key: signature key, for the message.
+      specs: {input name: TensorSpec} of the signature.
+      tensors: {input name: tensor} as received.
+    Returns:
+      The tensors, made dependent on the checks.
+    """
+    expected = f"{model}/{key} expects {signature_text(specs)}"
+    checks = []
+    batch = None
+    for name in sorted(specs):
+        shape = tf.shape(tensors[name], out_type=tf.int64)
+        static = specs[name].shape[1:]
+        if static.rank:
+            checks.append(tf.debugging.assert_equal(
+                shape[1:], tf.constant(static.as_list(), tf.int64),
+                message=f"{expected}; input {name!r} has the wrong shape"))
+        if batch is None:
+            batch = shape[0]
+        else:
+            checks.append(tf.debugging.assert_equal(
+                shape[0], batch,
+                message=f"{expected}; all inputs need the same batch size"))
+    with tf.control_dependencies(checks):
+        return {name: tf.identity(t) for name, t in tensors.items()}
+
+
+def check_request(signature, inputs, key=None):
+    """Checks a request against a signature before calling it.
+
+    A client-side check with a readable message: TF's own errors for a
+    wrong dtype name an input by position only, and numpy inputs of another
+    dtype are silently cast by loaded signatures.
+
+    Args:
+      signature: a signature of a loaded SavedModel
+        (`tf.saved_model.load(path).signatures[key]`) or a dict
+        {input name: tf.TensorSpec}.
+      inputs: {input name: array-like}. numpy arrays and tensors must have
+        the exact dtype; Python lists are converted to it (as TF Serving
+        does with JSON).
+      key: signature key used in messages.
+    Returns:
+      {input name: tf.Tensor} ready for `signature(**tensors)`.
+    Raises:
+      ValueError: naming the expected signature, on missing or unexpected
+        input names, wrong dtype, rank, shape or inconsistent batch sizes.
+    """
+    if isinstance(signature, dict):
+        specs = signature
+    else:
+        specs = signature.structured_input_signature[1]
+    label = f"signature {key!r}" if key else "the signature"
+    expected = f"{label} expects {signature_text(specs)}"
+    missing = sorted(set(specs) - set(inputs))
+    unexpected = sorted(set(inputs) - set(specs))
+    if missing or unexpected:
+        raise ValueError(f"{expected}; missing inputs {missing}, unexpected "
+                         f"inputs {unexpected}")
+    out = {}
+    batch = None
+    for name in sorted(specs):
+        spec, value = specs[name], inputs[name]
+        want = spec.dtype.as_numpy_dtype
+        if isinstance(value, (tf.Tensor, np.ndarray, np.generic)):
+            have = np.dtype(value.dtype.as_numpy_dtype
+                            if isinstance(value, tf.Tensor) else value.dtype)
+            if have != np.dtype(want):
+                raise ValueError(f"{expected}; input {name!r} is {have.name}, "
+                                 f"not {spec.dtype.name}")
+            array = np.asarray(value)
+        else:
+            raw = np.asarray(value)
+            try:
+                array = np.asarray(value, dtype=want)
+            except (ValueError, TypeError, OverflowError):
+                array = None
+            if array is None or (np.issubdtype(want, np.integer)
+                                 and not np.array_equal(raw, array)):
+                raise ValueError(f"{expected}; input {name!r} holds values "
+                                 f"that are not {spec.dtype.name}")
+        if not spec.shape.is_compatible_with(array.shape):
+            raise ValueError(f"{expected}; input {name!r} has shape "
+                             f"{list(array.shape)}")
+        if batch is not None and array.shape[0] != batch:
+            raise ValueError(f"{expected}; inputs have different batch "
+                             f"sizes ({batch} and {array.shape[0]})")
+        batch = array.shape[0]
+        out[name] = tf.constant(array, spec.dtype)
+    return out
+
+
+# === Endpoints ===
+
+
+@dataclasses.dataclass(frozen=True)
+class Endpoint:
+    """One signature: key, function and its named input specs."""
+
+    key: str
+    fn: object
+    specs: dict
+
+
+@dataclasses.dataclass(frozen=True)
+class ModelPlan:
+    """One exported model: its name, tracked networks and endpoints."""
+
+    name: str
+    networks: tuple
+    endpoints: tuple
+
+
+def _view(gens, blur=False, noise=False, jpeg=False):
+    """`gens` with only the chosen degradation stages (others removed)."""
+    v = gens.variant
+    none = variants_lib.NONE
+    return dataclasses.replace(
+        gens, G_k=gens.G_k if blur else None, G_n=gens.G_n if noise else None,
+        G_q=gens.G_q if jpeg else None,
+        variant=dataclasses.replace(
+            v, blur=v.blur if blur else none, noise=v.noise if noise else none,
+            jpeg=v.jpeg if jpeg else none))
 
 
 class _Endpoints:
-    """Builds the endpoint functions of one run's EMA generators."""
+    """The endpoint functions of one set of (EMA) generators.
+
+    Every method is a plain named function of named tensors returning a
+    dict, so signature keys, input keys and output keys are the public
+    names (no `<lambda>` or positional `output_0`).
+    """
 
     def __init__(self, gens, z_dim, resolution):
         self.gens = gens
         self.z_dim = z_dim
         self.r = resolution
+        self.noise_gens = _view(gens, noise=True)
+        self.specs = _specs(z_dim, resolution)
 
-    def latents(self, seeds):
-        return synthesis.latents_from_seeds(seeds, self.z_dim)
+    def _latents(self, seed):
+        return synthesis.latents_from_seeds(seed, self.z_dim)
 
-    # generator
-    def image_from_z(self, z):
-        x = tf.cast(self.gens.G_x(z), tf.float32)
+    def _check(self, model, key, **tensors):
+        specs = {name: self.specs[name] for name in tensors}
+        return _check_inputs(model, key, specs, tensors)
+
+    # --- generator ---
+
+    def _image(self, z_x):
+        x = _f32(self.gens.G_x(z_x))
         return {"image": _to_uint8(x), "image_float": x}
 
-    # blur_kernel
-    def kernel_from_z(self, z_k):
+    def generate(self, z):
+        t = self._check("generator", DEFAULT_SIGNATURE, z=z)
+        return self._image(t["z"])
+
+    def generate_from_seed(self, seed):
+        t = self._check("generator", "from_seed", seed=seed)
+        return self._image(self._latents(t["seed"])["z_x"])
+
+    def generate_png_from_seed(self, seed):
+        t = self._check("generator", "from_seed_png", seed=seed)
+        images = self._image(self._latents(t["seed"])["z_x"])["image"]
+        png = tf.map_fn(tf.io.encode_png, images,
+                        fn_output_signature=tf.TensorSpec([], tf.string))
+        return {"image_png_bytes": png}
+
+    # --- blur_kernel ---
+
+    def _kernel(self, z_k):
         g = self.gens.G_k(z_k)
-        return {"kernel": g["k"], "mask": g["m_k"],
-                "entropy": kernels_lib.kernel_entropy(g["k"])}
+        k = _f32(g["k"])
+        return {"kernel": k, "mask": _f32(g["m_k"]),
+                "entropy": _f32(kernels_lib.kernel_entropy(k))}
 
-    # quality
-    def quality_from_z(self, z_q):
+    def kernel(self, z_k):
+        t = self._check("blur_kernel", DEFAULT_SIGNATURE, z_k=z_k)
+        return self._kernel(t["z_k"])
+
+    def kernel_from_seed(self, seed):
+        t = self._check("blur_kernel", "from_seed", seed=seed)
+        return self._kernel(self._latents(t["seed"])["z_k"])
+
+    # --- quality ---
+
+    def _quality(self, z_q):
         g = self.gens.G_q(z_q)
-        return {"quality": g["q"], "mask": g["m_q"]}
+        return {"quality": _f32(g["q"]), "mask": _f32(g["m_q"])}
 
-    # degrade / noise
-    def _degrade_one(self, image, seed):
-        latents = self.latents(seed[None])
-        out = synthesis.degrade(self.gens, _from_uint8(image), latents,
-                                tf.stack([seed, tf.constant(7, tf.int64)]))
-        return {
-            "image": _to_uint8(out["y"])[0],
-            "image_float": out["y"][0],
-            "noise": (out["n"][0] / 2.0 if "n" in out
-                      else tf.zeros([self.r, self.r, 3])),
-            "kernel": out["k"][0] if "k" in out else tf.ones([1, 1]),
-            "quality": out["q"][0] if "q" in out else tf.constant(100.0),
-            "mask_quality": out["m_q"][0] if "m_q" in out else
-            tf.constant(0.0),
-        }
+    def quality(self, z_q):
+        t = self._check("quality", DEFAULT_SIGNATURE, z_q=z_q)
+        return self._quality(t["z_q"])
+
+    def quality_from_seed(self, seed):
+        t = self._check("quality", "from_seed", seed=seed)
+        return self._quality(self._latents(t["seed"])["z_q"])
+
+    # --- degrade / noise: one image at a time ---
+
+    def _per_image(self, gens, image, seed):
+        """`_degrade_one` mapped over the rows of a request."""
+        # Output specs from one eager dry run (lifted out of the trace).
+        with tf.init_scope():
+            elems = {"image": tf.zeros([self.r, self.r, 3], tf.uint8),
+                     "seed": tf.constant(0, tf.int64)}
+            elems.update({k: v[0] for k, v in self._latents(
+                tf.constant([0], tf.int64)).items()})
+            signature = {k: tf.TensorSpec(v.shape, v.dtype)
+                         for k, v in _degrade_one(gens, elems).items()}
+        elems = {"image": image, "seed": seed}
+        elems.update(self._latents(seed))
+        return tf.map_fn(functools.partial(_degrade_one, gens), elems,
+                         fn_output_signature=signature)
 
     def degrade(self, image, seed):
-        spec = {"image": tf.TensorSpec([self.r, self.r, 3], tf.uint8),
-                "image_float": tf.TensorSpec([self.r, self.r, 3], tf.float32),
-                "noise": tf.TensorSpec([self.r, self.r, 3], tf.float32),
-                "kernel": tf.TensorSpec(None, tf.float32),
-                "quality": tf.TensorSpec([], tf.float32),
-                "mask_quality": tf.TensorSpec([], tf.float32)}
-        return _per_image(self._degrade_one, image, seed, spec)
+        t = self._check("degrade", DEFAULT_SIGNATURE, image=image, seed=seed)
+        return self._per_image(self.gens, t["image"], t["seed"])
+
+    def noise(self, image, seed):
+        t = self._check("noise", DEFAULT_SIGNATURE, image=image, seed=seed)
+        return self._per_image(self.noise_gens, t["image"], t["seed"])
+
+
+def _degrade_one(gens, elems):
+    """Degrades one image with the latents and noise of its own seed.
+
+    Args:
+      gens: `synthesis.Generators` (possibly a stage view).
+      elems: dict of image uint8 [R, R, 3], seed int64 [], and the latents
+        z_x, z_k, z_n, z_q [z_dim] of that seed.
+    Returns:
+      dict: image uint8 [R, R, 3]; image_float float32 [R, R, 3] in [-1, 1];
+      kernel, mask_kernel [K, K] if blurred; noise [R, R, 3] in [0, 1] units
+      if noisy; quality, mask_quality [] if compressed. All float32.
+    """
+    latents = {k: elems[k][None] for k in ("z_x", "z_k", "z_n", "z_q")}
+    seed = tf.stack([elems["seed"], tf.constant(DEGRADE_SALT, tf.int64)])
+    out = synthesis.degrade(gens, _from_uint8(elems["image"])[None], latents,
+                            seed)
+    y = _f32(out["y"])[0]
+    result = {"image": _to_uint8(y), "image_float": y}
+    if "k" in out:
+        result.update(kernel=_f32(out["k"])[0],
+                      mask_kernel=_f32(out["m_k"])[0])
+    if "n" in out:
+        result["noise"] = _f32(out["n"])[0] / 2.0
+    if "q" in out:
+        result.update(quality=_f32(out["q"])[0],
+                      mask_quality=_f32(out["m_q"])[0])
+    return result
+
+
+def _specs(z_dim, resolution):
+    """The named input specs shared by all signatures."""
+    r = resolution
+    return {
+        "z": tf.TensorSpec([None, z_dim], tf.float32, name="z"),
+        "z_k": tf.TensorSpec([None, z_dim], tf.float32, name="z_k"),
+        "z_q": tf.TensorSpec([None, z_dim], tf.float32, name="z_q"),
+        "seed": tf.TensorSpec([None], tf.int64, name="seed"),
+        "image": tf.TensorSpec([None, r, r, 3], tf.uint8, name="image"),
+    }
+
+
+def _has_stage(gens):
+    v = gens.variant
+    return any(s != variants_lib.NONE for s in (v.blur, v.noise, v.jpeg))
+
+
+def plan_models(gens, z_dim, resolution):
+    """What `export_generators` writes for these generators.
+
+    Args:
+      gens: a `synthesis.Generators` (use the EMA copies).
+      z_dim: latent size.
+      resolution: image size R.
+    Returns:
+      {model name: `ModelPlan`} in `MODEL_NAMES` order.
+    """
+    ep = _Endpoints(gens, z_dim, resolution)
+    s = ep.specs
+
+    def endpoint(key, fn, *names):
+        return Endpoint(key, fn, {n: s[n] for n in names})
+
+    plans = [ModelPlan("generator", (gens.G_x,), (
+        endpoint(DEFAULT_SIGNATURE, ep.generate, "z"),
+        endpoint("from_seed", ep.generate_from_seed, "seed"),
+        endpoint("from_seed_png", ep.generate_png_from_seed, "seed")))]
+    if gens.G_k is not None:
+        plans.append(ModelPlan("blur_kernel", (gens.G_k,), (
+            endpoint(DEFAULT_SIGNATURE, ep.kernel, "z_k"),
+            endpoint("from_seed", ep.kernel_from_seed, "seed"))))
+    if gens.G_n is not None:
+        plans.append(ModelPlan("noise", (gens.G_n,), (
+            endpoint(DEFAULT_SIGNATURE, ep.noise, "image", "seed"),)))
+    if gens.G_q is not None:
+        plans.append(ModelPlan("quality", (gens.G_q,), (
+            endpoint(DEFAULT_SIGNATURE, ep.quality, "z_q"),
+            endpoint("from_seed", ep.quality_from_seed, "seed"))))
+    if _has_stage(gens):
+        plans.append(ModelPlan(
+            "degrade", tuple(gens.models().values()),
+            (endpoint(DEFAULT_SIGNATURE, ep.degrade, "image", "seed"),)))
+    return {p.name: p for p in plans}
+
+
+def available_models(gens):
+    """Names of the models `export_generators` can write for `gens`."""
+    names = ["generator"]
+    names += [name for name, g in (("blur_kernel", gens.G_k),
+                                   ("noise", gens.G_n),
+                                   ("quality", gens.G_q)) if g is not None]
+    if _has_stage(gens):
+        names.append("degrade")
+    return [n for n in MODEL_NAMES if n in names]
+
+
+# === Warm-up requests (protobuf wire format) ===
+
+
+def _varint(value):
+    out = bytearray()
+    while True:
+        byte = value & 0x7F
+        value >>= 7
+        if value:
+            out.append(byte | 0x80)
+        else:
+            out.append(byte)
+            return bytes(out)
+
+
+def _field(number, payload):
+    """A length-delimited field (wire type 2)."""
+    return _varint(number << 3 | 2) + _varint(len(payload)) + payload
+
+
+def warmup_record(model_name, signature_name, inputs):
+    """One serialised `tensorflow.serving.PredictionLog` holding a Predict
+    request, encoded by hand (tensorflow_serving.apis is not a dependency).
+
+    Field numbers (tensorflow/serving, tensorflow_serving/apis):
+    PredictionLog.predict_log = 6 (prediction_log.proto);
+    PredictLog.request = 1 (prediction_log.proto);
+    PredictRequest.model_spec = 1, PredictRequest.inputs = 2, a
+    map<string, TensorProto> whose entries are {key = 1, value = 2}
+    (predict.proto); ModelSpec.name = 1, ModelSpec.signature_name = 3
+    (model.proto).
+
+    Args:
+      model_name: the served model name (TF Serving's MODEL_NAME).
+      signature_name: signature key.
+      inputs: {input name: numpy array}.
+    Returns:
+      bytes.
+    """
+    spec = _field(1, model_name.encode()) + _field(3, signature_name.encode())
+    request = _field(1, spec)
+    for name in sorted(inputs):
+        tensor = tf.make_tensor_proto(inputs[name]).SerializeToString()
+        request += _field(2, _field(1, name.encode()) + _field(2, tensor))
+    return _field(6, _field(1, request))
+
+
+def warmup_inputs(specs, batch=WARMUP_BATCH):
+    """Deterministic example inputs of `batch` rows for a signature."""
+    rng = np.random.default_rng(0)
+    out = {}
+    for name, spec in sorted(specs.items()):
+        shape = [batch] + spec.shape.as_list()[1:]
+        if spec.dtype == tf.float32:
+            out[name] = rng.standard_normal(shape).astype(np.float32)
+        elif spec.dtype == tf.uint8:
+            out[name] = rng.integers(0, 256, shape).astype(np.uint8)
+        elif spec.dtype == tf.int64:
+            out[name] = np.arange(np.prod(shape), dtype=np.int64).reshape(
+                shape)
+        else:
+            raise ValueError(f"no warm-up values for {spec}")
+    return out
+
+
+def _write_warmup(path, model_name, endpoints):
+    with tf.io.TFRecordWriter(path) as writer:
+        for ep in endpoints:
+            writer.write(warmup_record(model_name, ep.key,
+                                       warmup_inputs(ep.specs)))
+
+
+# === Writing ===
+
+
+class _DropSaveChatter(logging.Filter):
+    """Drops the INFO lines `tf.saved_model.save` prints for every endpoint
+    (captured variable handles "with unsupported characters", sharding
+    callbacks, asset and fingerprint paths); warnings pass."""
+
+    PATTERNS = ("with unsupported characters", "Sharding callback",
+                "Assets written to", "Writing fingerprint")
+
+    def filter(self, record):
+        if record.levelno > logging.INFO:
+            return True
+        return not any(p in str(record.msg) for p in self.PATTERNS)
+
+
+@contextlib.contextmanager
+def _quiet_save():
+    loggers = [logging.getLogger("absl"), logging.getLogger("tensorflow")]
+    f = _DropSaveChatter()
+    for logger in loggers:
+        logger.addFilter(f)
+    try:
+        yield
+    finally:
+        for logger in loggers:
+            logger.removeFilter(f)
 
 
 def next_version(model_dir):
     """1 + the largest integer version directory in model_dir (1 if none)."""
-    versions = [int(d) for d in (os.listdir(model_dir)
-                                 if os.path.isdir(model_dir) else [])
-                if d.isdigit()]
-    return max(versions, default=0) + 1
+    names = os.listdir(model_dir) if os.path.isdir(model_dir) else []
+    return max((int(d) for d in names if d.isdigit()), default=0) + 1
 
 
-def _write_archive(archive, model_dir):
-    """Writes to a temporary directory, then renames to the next version."""
+def _signature_info(fn, specs):
+    outputs = fn.get_concrete_function().structured_outputs
+    return {"inputs": {k: spec_text(v) for k, v in sorted(specs.items())},
+            "outputs": {k: spec_text(tf.TensorSpec(v.shape, v.dtype))
+                        for k, v in sorted(outputs.items())}}
+
+
+def _write_model(plan, model_dir, version, info):
+    """Writes one SavedModel to a temporary directory, then renames it to
+    `<model_dir>/<version>` (or the next free version if that appeared in
+    the meantime). Never writes into an existing version directory."""
+    archive = keras.export.ExportArchive()
+    for network in plan.networks:
+        archive.track(network)
+    signatures = {}
+    for ep in plan.endpoints:
+        # Specs are in argument order; their names are the input keys.
+        fn = archive.add_endpoint(ep.key, ep.fn,
+                                  input_signature=list(ep.specs.values()))
+        signatures[ep.key] = _signature_info(fn, ep.specs)
     os.makedirs(model_dir, exist_ok=True)
     tmp = tempfile.mkdtemp(prefix=".tmp-export-", dir=model_dir)
     try:
-        archive.write_out(os.path.join(tmp, "model"), verbose=False)
+        staged = os.path.join(tmp, "model")
+        with _quiet_save():
+            archive.write_out(staged, verbose=False)
+        extra = os.path.join(staged, "assets.extra")
+        os.makedirs(extra, exist_ok=True)
+        _write_warmup(os.path.join(extra, WARMUP_FILE), plan.name,
+                      plan.endpoints)
+        with open(os.path.join(extra, INFO_FILE), "w") as f:
+            json.dump(dict(info, model=plan.name, signatures=signatures), f,
+                      indent=2, sort_keys=True)
+        version = max(version, next_version(model_dir))
         while True:
-            target = os.path.join(model_dir, str(next_version(model_dir)))
-            try:
-                os.rename(os.path.join(tmp, "model"), target)
-                return target
-            except OSError:
-                if not os.path.exists(target):
-                    raise
+            target = os.path.join(model_dir, str(version))
+            # os.rename replaces an empty directory: never race into one.
+            if not os.path.lexists(target):
+                try:
+                    os.rename(staged, target)
+                    return target
+                except OSError:
+                    if not os.path.lexists(target):
+                        raise
+            version = max(version + 1, next_version(model_dir))
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
 
 
-def export_generators(gens, z_dim, resolution, export_root):
+def export_generators(gens, z_dim, resolution, export_root, models=None,
+                      info=None):
     """Exports one SavedModel per model of `gens` (use the EMA copies).
 
     Args:
@@ -136,56 +606,76 @@ def export_generators(gens, z_dim, resolution, export_root):
       z_dim: latent size.
       resolution: image size R.
       export_root: directory receiving <name>/<version>/.
+      models: names to export (subset of `available_models(gens)`); None
+        exports all of them.
+      info: JSON-serialisable dict stored in assets.extra/bncr_export.json.
     Returns:
       list of the written version directories.
+    Raises:
+      UserError: if a requested model is unknown or absent from the
+        variant.
     """
-    ep = _Endpoints(gens, z_dim, resolution)
-    r = resolution
-    z = tf.TensorSpec([None, z_dim], tf.float32)
-    seeds = tf.TensorSpec([None], tf.int64, name="seed")
-    images = tf.TensorSpec([None, r, r, 3], tf.uint8, name="image")
-    plans = [("generator", gens.G_x, [
-        ("serving_default", ep.image_from_z, [tf.TensorSpec(
-            [None, z_dim], tf.float32, name="z")]),
-        ("from_seed", lambda s: ep.image_from_z(ep.latents(s)["z_x"]),
-         [seeds])])]
-    if gens.G_k is not None:
-        plans.append(("blur_kernel", gens.G_k, [
-            ("serving_default", ep.kernel_from_z,
-             [tf.TensorSpec([None, z_dim], tf.float32, name="z_k")]),
-            ("from_seed", lambda s: ep.kernel_from_z(ep.latents(s)["z_k"]),
-             [seeds])]))
-    if gens.G_q is not None:
-        plans.append(("quality", gens.G_q, [
-            ("serving_default", ep.quality_from_z,
-             [tf.TensorSpec([None, z_dim], tf.float32, name="z_q")]),
-            ("from_seed", lambda s: ep.quality_from_z(ep.latents(s)["z_q"]),
-             [seeds])]))
-    if gens.G_n is not None:
-        plans.append(("noise", gens.G_n, [
-            ("serving_default",
-             lambda i, s: {"noise": ep.degrade(i, s)["noise"]},
-             [images, seeds])]))
-    has_stage = any(m is not None for m in (gens.G_k, gens.G_n, gens.G_q))
-    if has_stage or gens.ambient is not None:
-        plans.append(("degrade", None, [
-            ("serving_default", ep.degrade, [images, seeds])]))
-    del z
-    written = []
-    for name, model, endpoints in plans:
-        archive = keras.export.ExportArchive()
-        for tracked in ([model] if model is not None
-                        else list(gens.models().values())):
-            archive.track(tracked)
-        for key, fn, signature in endpoints:
-            archive.add_endpoint(key, tf.function(fn), input_signature=signature)
-        written.append(_write_archive(archive, os.path.join(export_root,
-                                                            name)))
-    return written
+    available = available_models(gens)
+    if models is None or list(models) == []:
+        models = available
+    unknown = [m for m in models if m not in MODEL_NAMES]
+    if unknown:
+        raise UserError(f"unknown model(s) {', '.join(unknown)}; choose from "
+                        f"{', '.join(MODEL_NAMES)}")
+    absent = [m for m in models if m not in available]
+    if absent:
+        raise UserError(
+            f"variant {gens.variant.name} has no {', '.join(absent)} model; "
+            f"it can export {', '.join(available)}")
+    plans = plan_models(gens, z_dim, resolution)
+    names = [m for m in MODEL_NAMES if m in models]
+    version = max(next_version(os.path.join(export_root, n)) for n in names)
+    info = dict(info or {}, variant=gens.variant.name, z_dim=z_dim,
+                resolution=resolution,
+                exported=datetime.datetime.now(datetime.timezone.utc)
+                .isoformat(timespec="seconds"))
+    return [_write_model(plans[n], os.path.join(export_root, n), version,
+                         info) for n in names]
+
+
+def export_from_run(run_dir=None, checkpoint=None, export_root=None,
+                    models=None):
+    """Exports the EMA generators of a run directory's checkpoint.
+
+    Args:
+      run_dir: a run directory; None if `checkpoint` is a checkpoint path
+        inside `<run_dir>/checkpoints/`.
+      checkpoint: None or "latest" (the newest), a step number, or a
+        checkpoint prefix path.
+      export_root: default `<run_dir>/export`.
+      models: model names (see `export_generators`); None = all.
+    Returns:
+      list of the written version directories.
+    Raises:
+      UserError: for a missing run directory, checkpoint or model.
+    """
+    if checkpoint in (None, "", "latest"):
+        checkpoint = None
+    if run_dir is None:
+        if checkpoint is None or str(checkpoint).isdigit():
+            raise UserError("give a run directory, or a checkpoint path "
+                            "inside <run_dir>/checkpoints/")
+        run_dir = os.path.dirname(os.path.dirname(
+            os.path.abspath(str(checkpoint))))
+    config, gens, path = runs.load_generators(run_dir, checkpoint, ema=True)
+    root = export_root or os.path.join(run_dir, "export")
+    info = {"run_dir": os.path.abspath(run_dir),
+            "checkpoint": os.path.abspath(path), "ema": True,
+            "setting": config.setting}
+    return export_generators(gens, config.z_dim, config.resolution, root,
+                             models=models, info=info)
 
 
 def export_run(trainer, export_root):
     """Exports a trainer's EMA generators (called at the end of training)."""
     c = trainer.config
+    info = {"ema": True, "setting": c.setting,
+            "step": int(trainer.step.numpy())
+            if hasattr(trainer, "step") else None}
     return export_generators(trainer.gens_ema, c.z_dim, c.resolution,
-                             export_root)
+                             export_root, info=info)

@@ -85,3 +85,21 @@ def build_discriminator(config):
                                width=config.width, name="D")
     d.build((None, config.resolution, config.resolution, 3))
     return d
+
+
+def checkpoint_variables(model):
+    """{variable path: variable} of every weight of `model`.
+
+    Checkpoints track networks through this dict rather than through Keras'
+    object graph, in which layers held in Python lists are not visible to
+    `tf.train.Checkpoint` (their weights would silently be left out).
+    """
+    out = {}
+    for v in model.variables:
+        # Drop the model's own name so raw and EMA copies share keys.
+        key = v.path.split("/", 1)[-1].replace("/", ".")
+        if key in out:
+            raise ValueError(f"duplicate variable path {v.path} in "
+                             f"{model.name}")
+        out[key] = v
+    return out

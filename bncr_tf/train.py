@@ -11,13 +11,18 @@ Examples:
 """
 
 import dataclasses
+import os
 import sys
 
-from absl import app
-from absl import flags
+# Quiet TensorFlow's C++ start-up messages unless the user asked for them.
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
-from bncr_tf.training.config import TrainConfig
-from bncr_tf.training.config import UserError
+from absl import app  # noqa: E402
+from absl import flags  # noqa: E402
+from absl import logging as absl_logging  # noqa: E402
+
+from bncr_tf.training.config import TrainConfig  # noqa: E402
+from bncr_tf.training.config import UserError  # noqa: E402
 
 FLAGS = flags.FLAGS
 
@@ -56,6 +61,9 @@ def config_from_flags(flag_values=FLAGS):
 def main(argv):
     if len(argv) > 1:
         raise app.UsageError(f"unexpected arguments: {' '.join(argv[1:])}")
+    # TensorFlow logs SavedModel and checkpoint details through absl at INFO;
+    # the run's own log (stdout and log.txt) is separate.
+    absl_logging.set_verbosity(absl_logging.WARNING)
     try:
         config = config_from_flags()
         if config.dry_run:

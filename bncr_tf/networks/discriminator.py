@@ -71,12 +71,14 @@ class Discriminator(keras.Model):
         self.head = L.dense(1, dtype=policy, name="head")
 
     def build(self, input_shape=None):
+        if self.built:
+            return
         r = self.resolution
         shape = (None, r, r, self.in_channels)
         for block in self.blocks:
-            block.build(shape)
+            L.build_layer(block, shape)
             shape = block.compute_output_shape(shape)
-        self.head.build((None, shape[-1]))
+        L.build_layer(self.head, (None, shape[-1]))
         self.built = True
 
     def call(self, y):

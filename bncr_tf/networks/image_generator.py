@@ -77,12 +77,14 @@ class ImageGenerator(keras.Model):
         return self.z_dim
 
     def build(self, input_shape=None):
-        self.stem.build((None, self.input_dim))
+        if self.built:
+            return
+        L.build_layer(self.stem, (None, self.input_dim))
         shape = (None, 4, 4, self.channels[4])
         for block in self.blocks:
-            block.build(shape)
+            L.build_layer(block, shape)
             shape = block.compute_output_shape(shape)
-        self.head.build(shape)
+        L.build_layer(self.head, shape)
         self.built = True
 
     def features(self, z):

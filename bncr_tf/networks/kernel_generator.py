@@ -95,11 +95,13 @@ class KernelGenerator(keras.Model):
                     mask_bias_init), dtype=policy, name="mask_head")
 
     def build(self, input_shape=None):
-        self.fc1.build((None, self.z_dim))
-        self.fc2.build((None, self.hidden))
-        self.kernel_head.build((None, self.hidden))
+        if self.built:
+            return
+        L.build_layer(self.fc1, (None, self.z_dim))
+        L.build_layer(self.fc2, (None, self.hidden))
+        L.build_layer(self.kernel_head, (None, self.hidden))
         if self.mask_head is not None:
-            self.mask_head.build((None, self.hidden))
+            L.build_layer(self.mask_head, (None, self.hidden))
         self.built = True
 
     def call(self, z_k):

@@ -41,6 +41,12 @@ def dense(units, gain=1.0, bias_initializer="zeros", dtype=None, name=None):
         bias_initializer=bias_initializer, dtype=dtype, name=name)
 
 
+def build_layer(layer, input_shape):
+    """Builds `layer` for `input_shape` unless it is already built."""
+    if not layer.built:
+        layer.build(input_shape)
+
+
 def head_dtype(layer):
     """dtype of network outputs: float32, or float64 under a float64 policy.
 
@@ -134,12 +140,14 @@ class UpBlock(keras.layers.Layer):
         self.shortcut = conv2d(filters, 1, 1.0, policy, "shortcut")
 
     def build(self, input_shape):
+        if self.built:
+            return
         b, h, w, c = input_shape
         up_shape = (b, None if h is None else 2 * h,
                     None if w is None else 2 * w, c)
-        self.conv1.build(up_shape)
-        self.conv2.build(up_shape[:3] + (self.filters,))
-        self.shortcut.build(up_shape)
+        build_layer(self.conv1, up_shape)
+        build_layer(self.conv2, up_shape[:3] + (self.filters,))
+        build_layer(self.shortcut, up_shape)
 
     def call(self, x):
         h = self.conv1(self.up(ops.relu(x)))
@@ -200,6 +208,8 @@ class DownBlock(keras.layers.Layer):
             self.shortcut = conv2d(filters, 1, 1.0, policy, "shortcut")
 
     def build(self, input_shape):
+        if self.built:
+            return
         c_in = input_shape[-1]
         if not self.downsample and c_in != self.filters:
             raise ValueError(
@@ -208,10 +218,10 @@ class DownBlock(keras.layers.Layer):
         hidden = self.filters if self.first else c_in
         self.conv1 = conv2d(hidden, 3, RESIDUAL_GAIN, self.dtype_policy,
                             "conv1")
-        self.conv1.build(input_shape)
-        self.conv2.build(tuple(input_shape[:3]) + (hidden,))
+        build_layer(self.conv1, input_shape)
+        build_layer(self.conv2, tuple(input_shape[:3]) + (hidden,))
         if self.shortcut is not None:
-            self.shortcut.build(input_shape)
+            build_layer(self.shortcut, input_shape)
 
     def call(self, x):
         h = x if self.first else ops.relu(x)

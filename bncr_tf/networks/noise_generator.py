@@ -16,7 +16,7 @@ A noise of v in [-1, 1] units is v / 2 in [0, 1] units.
 Camera prior parameterisation (ours; spec degradations.md section 3):
 n = eps * sqrt(read + shot * x01), with per-pixel, per-channel maps
 read = exp(la), shot = exp(lb) and
-  la = m_a + h_a * tanh(r_a + t_a),  lb = m_b + h_b * tanh(r_b + t_b),
+  la = m_a + h_a * tanh(r_a / 2 + t_a),  lb = m_b + h_b * tanh(r_b / 2 + t_b),
 where r_a, r_b are G_n's raw outputs (channels 0-2 and 3-5), m_a +- h_a
 spans [ln 1e-9, ln 1e-1] (read), m_b +- h_b spans [ln 1e-6, ln 1e-1] (shot),
 and the offsets t place raw = 0 at the centre of Brooks' distribution:
@@ -42,13 +42,18 @@ CAMERA_READ_RANGE = (1e-9, 1e-1)
 CAMERA_SHOT_RANGE = (1e-6, 1e-1)
 CAMERA_SHOT_INIT = math.sqrt(1e-4 * 1.2e-2)
 CAMERA_READ_INIT = math.exp(1.2) * CAMERA_SHOT_INIT ** 2.18
+# Raw outputs are halved before the tanh so that the initial per-pixel
+# spread (raw std ~0.3 at width 128, ~0.6 at width 32) keeps most initial
+# levels inside Brooks' ranges.
+CAMERA_RAW_SCALE = 0.5
 
 
 def camera_log_variance(raw, value_range, init_value):
     """Maps raw outputs to ln(variance) inside ln(value_range).
 
-    ln v = m + h * tanh(raw + t), with m +- h = ln(value_range) and
-    t = atanh((ln(init_value) - m) / h), so raw = 0 gives init_value.
+    ln v = m + h * tanh(CAMERA_RAW_SCALE * raw + t), with
+    m +- h = ln(value_range) and t = atanh((ln(init_value) - m) / h), so
+    raw = 0 gives init_value.
 
     Args:
       raw: raw G_n outputs, any shape, float.
@@ -60,9 +65,10 @@ def camera_log_variance(raw, value_range, init_value):
     lo, hi = math.log(value_range[0]), math.log(value_range[1])
     m, h = 0.5 * (hi + lo), 0.5 * (hi - lo)
     offset = math.atanh((math.log(init_value) - m) / h)
-    is_f64 = keras.backend.standardize_dtype(raw.dtype) == "float64"
+    dtype = getattr(raw, "dtype", "float32")
+    is_f64 = keras.backend.standardize_dtype(dtype) == "float64"
     raw = ops.cast(raw, "float64" if is_f64 else "float32")
-    return m + h * ops.tanh(raw + offset)
+    return m + h * ops.tanh(CAMERA_RAW_SCALE * raw + offset)
 
 
 def _eps_like(x, eps, seed):

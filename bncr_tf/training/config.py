@@ -103,6 +103,21 @@ class TrainConfig:
                                   "multiworker"))
     deterministic: bool = _f(False, "Enable TensorFlow op determinism.")
     grid_size: int = _f(8, "Samples per side of the image grids.", lower=1)
+    fid_every: int = _f(0, "Iterations between FID evaluations of the EMA "
+                        "G_x during training (0 = off); the best checkpoint "
+                        "is kept in checkpoints/best.", lower=0)
+    fid_samples: int = _f(10_000, "Generated images per FID evaluation.",
+                          lower=2)
+    fid_reference: str = _f("", "Clean reference data for FID ('' = the "
+                            "run's own data, read clean).")
+    fid_extractor: str = _f("inception", "Feature network of FID: "
+                            "inception (TTUR, comparable), "
+                            "keras_inception_v3 (not comparable) or "
+                            "random_conv (tests only).",
+                            choices=("inception", "keras_inception_v3",
+                                     "random_conv"))
+    inception_path: str = _f("", "TTUR Inception graph (.pb/.tgz); '' = "
+                             "$BNCR_INCEPTION_PATH, the cache, or download.")
     dry_run: bool = _f(False, "Print the resolved config and stop.")
 
     def resolved_kernel_size(self):

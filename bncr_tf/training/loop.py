@@ -50,7 +50,10 @@ def make_strategy(kind):
     if kind == "auto":
         kind = "mirrored" if len(gpus) > 1 else "default"
     if kind == "mirrored":
-        return tf.distribute.MirroredStrategy()
+        # Without GPUs, mirror over the logical CPU devices (tests, CI).
+        devices = None if gpus else [
+            d.name for d in tf.config.list_logical_devices("CPU")]
+        return tf.distribute.MirroredStrategy(devices)
     if kind == "multiworker":
         if "TF_CONFIG" not in os.environ:
             raise UserError("--distribute=multiworker needs TF_CONFIG")
@@ -92,8 +95,62 @@ def write_config(run_dir, config):
 _RESUMABLE_CHANGES = {
     "iterations", "resume", "log_every", "grid_every", "checkpoint_every",
     "keep_checkpoints", "export_at_end", "outdir", "dry_run", "jit_compile",
-    "distribute",
+    "distribute", "fid_every", "fid_samples", "fid_reference",
+    "fid_extractor", "inception_path",
 }
+
+
+class FidTracker:
+    """Scores the EMA G_x every --fid_every iterations; keeps the best.
+
+    The extractor and the reference statistics are built once (the
+    statistics are cached on disk, see bncr_tf.metrics.reference).
+    """
+
+    def __init__(self, config, run_dir, checkpoint):
+        from bncr_tf.metrics import evaluation
+        from bncr_tf.metrics import features
+        from bncr_tf.metrics import reference
+        from bncr_tf.metrics import runner
+        self.config, self.run_dir = config, run_dir
+        self.extractor = features.make_extractor(
+            config.fid_extractor, inception_path=config.inception_path or None,
+            seed=config.seed)
+        if config.fid_reference:
+            spec, limit, seed = config.fid_reference, None, 0
+        else:
+            spec, limit, seed = runner.default_reference(config)
+        self.reference = reference.reference_stats(
+            spec, config.resolution, self.extractor, limit=limit, seed=seed)
+        self.name = evaluation.metric_name("fid", config.fid_samples)
+        self.best = min(self._previous(), default=math.inf)
+        self.manager = tf.train.CheckpointManager(
+            checkpoint, os.path.join(run_dir, "checkpoints", "best"),
+            max_to_keep=1, checkpoint_name="best")
+
+    def _previous(self):
+        path = os.path.join(self.run_dir, f"metric-{self.name}.jsonl")
+        if not os.path.exists(path):
+            return []
+        with open(path) as f:
+            return [json.loads(line)["value"] for line in f if line.strip()]
+
+    def __call__(self, trainer, step):
+        from bncr_tf.metrics import evaluation
+        c = self.config
+        result = evaluation.evaluate_generators(
+            trainer.gens_ema, self.reference, c.fid_samples, self.extractor,
+            seed=c.seed, z_dim=c.z_dim, progress=False)
+        evaluation.append_metric(self.run_dir, self.name,
+                                 evaluation.metric_record(
+                                     "fid", result, c.fid_samples,
+                                     self.reference, self.extractor,
+                                     step=step))
+        value = result["fid"]
+        if value < self.best:
+            self.best = value
+            self.manager.save(checkpoint_number=step)
+        return value
 
 
 def check_resume_config(run_dir, config):
@@ -221,11 +278,12 @@ def train(config):
     setup_tensorflow(config)
     strategy = make_strategy(config.distribute)
     replicas = strategy.num_replicas_in_sync
-    for name in ("d_batch", "g_batch"):
-        if getattr(config, name) % replicas:
+    for name, multiple in (("d_batch", replicas), ("g_batch", 2 * replicas)):
+        if getattr(config, name) % multiple:
             raise UserError(
-                f"--{name}={getattr(config, name)} is not divisible by the "
-                f"{replicas} replicas")
+                f"--{name}={getattr(config, name)} is not divisible by "
+                f"{multiple} ({replicas} replicas"
+                + (", two halves each)" if name == "g_batch" else ")"))
 
     run_dir, resuming = rundir.resolve_run_dir(
         config.outdir, config.default_run_name(), config.resume)
@@ -265,6 +323,8 @@ def train(config):
     batches = iter(strategy.experimental_distribute_dataset(
         make_real_batches(images, config.d_batch, config.seed, start)))
 
+    fid = FidTracker(config, run_dir, trainer.checkpoint) if (
+        config.fid_every) else None
     log.info("training %s from step %d to %d", config.variant, start,
              config.iterations)
     tick_start, tick_step = time.time(), start
@@ -303,6 +363,13 @@ def train(config):
                     or done == config.iterations):
                 path = manager.save(checkpoint_number=done)
                 log.info("checkpoint %s", path)
+            if fid and (done % config.fid_every == 0
+                        or done == config.iterations):
+                value = fid(trainer, done)
+                log.info("%s %.4g at step %d (best %.4g)", fid.name, value,
+                         done, fid.best)
+                with writer.as_default(step=done):
+                    tf.summary.scalar(f"Metrics/{fid.name}", value)
     finally:
         writer.flush()
         jsonl.close()

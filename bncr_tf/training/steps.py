@@ -39,6 +39,8 @@ class Trainer:
         self.config = config
         self.strategy = strategy
         self.replicas = strategy.num_replicas_in_sync
+        # Initial weights are a function of the seed.
+        keras.utils.set_random_seed(config.seed)
         self.gens = models_lib.build_generators(config)
         self.gens_ema = models_lib.build_generators(config, "_ema")
         self.D = models_lib.build_discriminator(config)
@@ -54,20 +56,25 @@ class Trainer:
         self.opt_g.build(self._g_vars)
         self.step = tf.Variable(0, dtype=tf.int64, trainable=False,
                                 name="step")
-        tracked = dict(step=self.step, D=self.D, opt_D=self.opt_d,
-                       opt_G=self.opt_g)
+        tracked = dict(step=self.step, opt_D=self.opt_d, opt_G=self.opt_g,
+                       D=models_lib.checkpoint_variables(self.D))
         for name, model in self.gens.models().items():
-            tracked[name] = model
-            tracked[name + "_ema"] = self.gens_ema.models()[name]
+            tracked[name] = models_lib.checkpoint_variables(model)
+            tracked[name + "_ema"] = models_lib.checkpoint_variables(
+                self.gens_ema.models()[name])
         self.checkpoint = tf.train.Checkpoint(**tracked)
         self.mu_k = config.mu_k if config.mu_k >= 0 else losses.MU_K
         self.mu_q = config.mu_q if config.mu_q >= 0 else losses.MU_Q
+        # A fixed signature (one trace). Distributed inputs (PerReplica
+        # values) cannot match a TensorSpec; their batches have fixed shapes
+        # (drop_remainder), so they also trace once.
+        signature = None if self.replicas > 1 else [
+            tf.TensorSpec([None, config.resolution, config.resolution, 3],
+                          tf.float32),
+            tf.TensorSpec([2], tf.int64)]
         self._iteration = tf.function(
             self._iteration_fn, jit_compile=config.jit_compile or None,
-            input_signature=[
-                tf.TensorSpec([None, config.resolution, config.resolution, 3],
-                              tf.float32),
-                tf.TensorSpec([2], tf.int64)])
+            input_signature=signature)
         self._monitor = tf.function(self._monitor_fn)
         self._monitor_latents = synthesis.sample_latents(
             MONITOR_BATCH, config.z_dim, [config.seed, -1])
@@ -108,11 +115,36 @@ class Trainer:
         return values
 
     def _replica_step(self, reals, seed):
-        ctx = tf.distribute.get_replica_context()
-        seed = _seed_pair(seed, ctx.replica_id_in_sync_group)
-        values = self._d_step(reals, _seed_pair(seed, 1))
-        values.update(self._g_step(_seed_pair(seed, 2)))
+        # Latents are drawn for the global batch from the shared seed and
+        # sliced per replica, so N replicas see the same latents as one
+        # device; other randomness (eps, transforms) uses a per-replica seed.
+        rid = tf.distribute.get_replica_context().replica_id_in_sync_group
+        values = self._d_step(reals, _seed_pair(seed, 1), rid)
+        values.update(self._g_step(_seed_pair(seed, 2), rid))
         return values
+
+    def _replica_latents(self, global_batch, seed, rid, paired):
+        """This replica's share of the global batch of latents.
+
+        Args:
+          global_batch: the global batch size.
+          seed: the (replica-independent) seed of the latents.
+          rid: replica id (int tensor).
+          paired: keep the diversity-sensitive pairing (sample i with
+            i + B/2 of the global batch) inside each replica.
+        """
+        latents = synthesis.sample_latents(global_batch, self.config.z_dim,
+                                           seed)
+        b = global_batch // self.replicas
+        if self.replicas == 1:
+            return latents
+        if paired:
+            h, g = b // 2, global_batch // 2
+            idx = tf.concat([tf.range(rid * h, rid * h + h),
+                             tf.range(g + rid * h, g + rid * h + h)], 0)
+        else:
+            idx = tf.range(rid * b, rid * b + b)
+        return {k: tf.gather(v, idx) for k, v in latents.items()}
 
     def _scaled(self, opt, loss):
         """Per-replica share of the loss (and loss scaling); inside a tape."""
@@ -131,14 +163,13 @@ class Trainer:
         return tf.linalg.global_norm(
             [g for g in grads if g is not None]) * self.replicas
 
-    def _d_step(self, reals, seed):
+    def _d_step(self, reals, seed, rid):
         """D step: non-saturating logistic loss + R1 on reals."""
         c = self.config
-        batch = tf.shape(reals)[0]
-        latents = synthesis.sample_latents(batch, c.z_dim,
-                                           _seed_pair(seed, 0))
+        latents = self._replica_latents(c.d_batch, _seed_pair(seed, 0), rid,
+                                        paired=False)
         fakes = tf.stop_gradient(synthesis.synthesize(
-            self.gens, latents, _seed_pair(seed, 1))["y"])
+            self.gens, latents, _seed_pair(_seed_pair(seed, 1), rid))["y"])
         with tf.GradientTape() as tape:
             real_logits = self.D(reals)
             fake_logits = self.D(fakes)
@@ -150,16 +181,16 @@ class Trainer:
             self.opt_d, scaled, self.D.trainable_variables, tape)
         return {"Loss/" + k: v for k, v in values.items()}
 
-    def _g_step(self, seed):
+    def _g_step(self, seed, rid):
         """G step: adversarial + DS (G_k, G_n, G_q) + AC (BNCR-GAN)."""
         c, v = self.config, self.variant
-        batch = c.g_batch // self.replicas
-        latents = synthesis.sample_latents(batch, c.z_dim,
-                                           _seed_pair(seed, 0))
+        latents = self._replica_latents(c.g_batch, _seed_pair(seed, 0), rid,
+                                        paired=True)
         learned = variants_lib.LEARNED
         with tf.GradientTape() as tape:
-            s = synthesis.synthesize(self.gens, latents, _seed_pair(seed, 1),
-                                     with_aux=True)
+            s = synthesis.synthesize(
+                self.gens, latents, _seed_pair(_seed_pair(seed, 1), rid),
+                with_aux=True)
             values = losses.g_nonsaturating_loss(self.D(s["y"]))
             total = values["G/adv"]
             regs = []

@@ -1,0 +1,14 @@
+"""Evaluation metrics: FID and KID on Inception pool3 features.
+
+- `fid`: Fréchet distance, KID (unbiased MMD^2), streaming statistics.
+- `inception`: the TTUR Inception graph (cache, one-time download,
+  sha256 check, loader).
+- `features`: feature extractors (TTUR Inception, Keras InceptionV3, a
+  random conv net for tests) and batched extraction with progress.
+- `reference`: cached reference statistics of a data source.
+- `evaluation`: sampling G_x, scoring, metric names, metric-*.jsonl lines.
+- `runner`: what `python -m bncr_tf.evaluate` runs.
+
+The command-line entry point is `python -m bncr_tf.evaluate`; see
+docs/evaluation.md.
+"""
