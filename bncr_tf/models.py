@@ -13,6 +13,7 @@ from bncr_tf import synthesis
 from bncr_tf import variants as variants_lib
 from bncr_tf.degradations import settings as settings_lib
 from bncr_tf.networks import param_degradation
+from bncr_tf.networks import reference_images
 
 KERNEL_BANK_SIZE = 4096  # AmbientGAN draws true kernels from this many
 
@@ -39,10 +40,16 @@ def build_generators(config, name_suffix=""):
     """
     v = resolve_variant(config)
     r, z, k = config.resolution, config.z_dim, config.resolved_kernel_size()
+    if config.clean_reference:
+        g_x = reference_images.ReferenceImages(
+            load_reference_images(config), name="G_x" + name_suffix)
+    else:
+        g_x = networks.ImageGenerator(resolution=r, z_dim=z,
+                                      width=config.width,
+                                      name="G_x" + name_suffix)
     gens = synthesis.Generators(
-        G_x=networks.ImageGenerator(resolution=r, z_dim=z, width=config.width,
-                                    name="G_x" + name_suffix),
-        variant=v, noise_prior=v.noise_prior, rounding=config.rounding)
+        G_x=g_x, variant=v, noise_prior=v.noise_prior,
+        rounding=config.rounding)
     if v.blur == variants_lib.LEARNED:
         gens.G_k = networks.KernelGenerator(
             kernel_size=k, z_dim=z, use_mask=v.blur_mask,
@@ -71,6 +78,31 @@ def build_generators(config, name_suffix=""):
         gens.ambient = (setting, np.asarray(bank, np.float32))
     _build(gens, config)
     return gens
+
+
+_REFERENCE_CACHE = {}
+
+
+def load_reference_images(config):
+    """uint8 [N, R, R, 3] clean reference images of --clean_reference.
+
+    Loaded once per process and shared by the raw and EMA "generators".
+    """
+    from bncr_tf import data
+    from bncr_tf.training.config import UserError
+    key = (config.clean_reference, config.resolution,
+           config.clean_reference_limit, config.clean_reference_seed)
+    if key not in _REFERENCE_CACHE:
+        try:
+            images, _ = data.load_clean_uint8(
+                config.clean_reference, config.resolution,
+                limit=config.clean_reference_limit or None,
+                seed=config.clean_reference_seed)
+        except data.DataError as e:
+            raise UserError(f"--clean_reference: {e}") from None
+        _REFERENCE_CACHE.clear()
+        _REFERENCE_CACHE[key] = images
+    return _REFERENCE_CACHE[key]
 
 
 def _build(gens, config):

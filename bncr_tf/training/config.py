@@ -37,6 +37,14 @@ class TrainConfig:
     resolution: int = _f(32, "Image size in pixels (power of two >= 16).",
                          lower=16)
     data_seed: int = _f(0, "Seed of the static degradation of the data.")
+    clean_reference: str = _f("", "Degradation calibration: clean images "
+                              "of the same domain (a data spec, disjoint "
+                              "from --data) replace G_x, so only G_k, G_n, "
+                              "G_q and D train ('' = off).")
+    clean_reference_limit: int = _f(0, "Use at most this many reference "
+                                    "images (0 = all).", lower=0)
+    clean_reference_seed: int = _f(1, "Seed of the reference source (e.g. "
+                                   "which patches builtin sources cut).")
 
     # Model.
     variant: str = _f("bncrgan", "Model variant (bncr_tf.variants).")
@@ -183,6 +191,12 @@ class TrainConfig:
                     settings.get_setting(name)
         except ValueError as e:
             raise UserError(str(e)) from None
+        if self.clean_reference:
+            v = variants.get_variant(self.variant)
+            if not (v.has_generator_stage or v.name == "p_ambientgan"):
+                raise UserError(
+                    f"--clean_reference trains only the degradation "
+                    f"generators, but --variant={self.variant} has none")
         if self.noise_prior and self.noise_prior not in variants.NOISE_PRIORS:
             raise UserError(
                 f"--noise_prior must be one of "

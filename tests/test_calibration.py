@@ -1,0 +1,60 @@
+"""Degradation calibration mode (--clean_reference): real clean images
+replace G_x and only the degradation generators and D train."""
+
+import numpy as np
+import pytest
+import tensorflow as tf
+
+from bncr_tf import models
+from bncr_tf.networks.reference_images import ReferenceImages
+from bncr_tf.training import steps
+from bncr_tf.training.config import TrainConfig
+from bncr_tf.training.config import UserError
+
+
+def _config(**kw):
+    values = dict(variant="crgan", setting="H", width=8, d_batch=8,
+                  g_batch=8, z_dim=16,
+                  clean_reference="builtin:skimage_patches:count=64")
+    values.update(kw)
+    return TrainConfig(**values).validate_all()
+
+
+def test_reference_images_sample_uniformly_and_exactly():
+    rng = np.random.default_rng(0)
+    images = rng.integers(0, 256, (10, 4, 4, 3), dtype=np.uint8)
+    g_x = ReferenceImages(images)
+    z = tf.random.stateless_normal([20000, 8], [1, 2])
+    x = g_x(z).numpy()
+    assert x.min() >= -1.0 and x.max() < 1.0
+    u8 = np.rint((x + 1.0) * 128.0 - 0.5).astype(np.int64)
+    # Every output is one of the reference images, exactly.
+    flat = images.reshape(10, -1).astype(np.int64)
+    idx = [int(np.flatnonzero((flat == o).all(1))[0])
+           for o in u8.reshape(len(u8), -1)]
+    counts = np.bincount(idx, minlength=10)
+    # Uniform: each of 10 images ~2000 times (binomial sd ~42).
+    assert counts.min() > 1800 and counts.max() < 2200, counts
+    assert g_x.variables == [] and g_x.trainable_variables == []
+
+
+def test_calibration_trains_only_the_degradation_generators():
+    trainer = steps.Trainer(_config(), tf.distribute.get_strategy())
+    assert models.checkpoint_variables(trainer.gens.G_x) == {}
+    variables = trainer.gens.trainable_variables()
+    assert variables and all(v.path.startswith("G_q") for v in variables)
+    before = [v.numpy().copy() for v in variables]
+    trainer.train_iteration(tf.random.uniform([8, 32, 32, 3], -1, 1), 0)
+    assert all(not np.array_equal(b, v.numpy())
+               for b, v in zip(before, variables))
+
+
+def test_calibration_needs_a_degradation_generator():
+    with pytest.raises(UserError, match="has none"):
+        _config(variant="gan")
+
+
+def test_missing_reference_is_one_sentence():
+    with pytest.raises(UserError, match="--clean_reference"):
+        steps.Trainer(_config(clean_reference="/no/such/folder"),
+                      tf.distribute.get_strategy())
