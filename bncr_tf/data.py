@@ -31,6 +31,7 @@ import logging
 import math
 import os
 import re
+import struct
 
 import numpy as np
 import tensorflow as tf
@@ -39,6 +40,12 @@ logger = logging.getLogger(__name__)
 
 IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".bmp", ".webp", ".gif")
 DEFAULT_MIN_IMAGE_SIZE = 8
+# Image-folder files whose header declares more pixels than this are skipped
+# ("too_large") before decoding: decoding needs about 26 bytes per pixel
+# (16-bit PNG plus float32 copies), so a small file claiming 20000 x 20000
+# (a decompression bomb) would otherwise take ~10 GB. 2**25 pixels admit
+# 8K UHD (7680 x 4320) and 30-megapixel photos. Change it before loading.
+MAX_IMAGE_PIXELS = 2 ** 25
 DEFAULT_PATCH_COUNT = 1024
 FASHION_MNIST_ENV = "BNCR_FASHION_MNIST_DIR"
 # Where the Debian package dataset-fashion-mnist installs its IDX files
@@ -317,6 +324,8 @@ _REASONS = {
     "corrupt": ("corrupt, truncated or undecodable image data", "corrupt"),
     "too_small": ("smaller than min_image_size ({min_size} px)",
                   "smaller than {min_size} px"),
+    "too_large": ("header declares more than MAX_IMAGE_PIXELS ({max_pixels}) "
+                  "pixels; not decoded", "larger than {max_pixels} pixels"),
     "unreadable": ("unreadable (operating system error)", "unreadable"),
 }
 
@@ -333,7 +342,7 @@ class ScanReport:
       min_image_size: the minimum side length in force, px.
       skipped: reason key -> number of files skipped for it. Keys:
         "extension", "empty", "not_image", "corrupt", "too_small",
-        "unreadable".
+        "too_large", "unreadable".
       examples: reason key -> the first few relative file names (with a
         short detail in parentheses where known).
     """
@@ -359,7 +368,8 @@ class ScanReport:
 
     def _phrase(self, reason, long):
         text = _REASONS[reason][0 if long else 1]
-        return text.format(min_size=self.min_image_size)
+        return text.format(min_size=self.min_image_size,
+                           max_pixels=MAX_IMAGE_PIXELS)
 
     def _counts(self):
         return ", ".join(f"{n} {self._phrase(k, False)}"
@@ -409,6 +419,108 @@ class ScanReport:
         return dataclasses.asdict(self)
 
 
+_JPEG_SOF = frozenset(range(0xC0, 0xD0)) - {0xC4, 0xC8, 0xCC}
+
+
+def _jpeg_size(f):
+    """(width, height) from the SOF segment of an open JPEG, or None."""
+    f.seek(2)
+    for _ in range(4096):  # segments before the frame header
+        byte = f.read(1)
+        if byte != b"\xff":
+            return None
+        while byte == b"\xff":  # fill bytes
+            byte = f.read(1)
+        if not byte:
+            return None
+        marker = byte[0]
+        if marker == 0x01 or 0xD0 <= marker <= 0xD8:
+            continue  # no length field
+        if marker in (0xD9, 0xDA):
+            return None  # end of image or scan before any frame header
+        raw = f.read(2)
+        if len(raw) < 2:
+            return None
+        length = int.from_bytes(raw, "big")
+        if length < 2:
+            return None
+        if marker in _JPEG_SOF:
+            seg = f.read(5)
+            if len(seg) < 5:
+                return None
+            return (int.from_bytes(seg[3:5], "big"),
+                    int.from_bytes(seg[1:3], "big"))
+        f.seek(length - 2, 1)
+    return None
+
+
+def _gif_size(f, head):
+    """(width, height) of the first frame of an open GIF, or None.
+
+    The decoder allocates frames, not the logical screen, so a screen size
+    alone says nothing about memory.
+    """
+    flags = head[10]
+    f.seek(13 + (3 << ((flags & 7) + 1) if flags & 0x80 else 13))
+    for _ in range(4096):  # extension blocks before the first frame
+        kind = f.read(1)
+        if kind == b"\x2c":  # image descriptor: left, top, width, height
+            desc = f.read(8)
+            return struct.unpack("<HH", desc[4:8]) if len(desc) == 8 \
+                else None
+        if kind != b"\x21" or not f.read(1):  # extension and its label
+            return None
+        while True:  # data sub-blocks up to the 0 terminator
+            size = f.read(1)
+            if not size:
+                return None
+            if size == b"\0":
+                break
+            f.seek(size[0], 1)
+    return None
+
+
+def image_header_size(path):
+    """(width, height) declared by an image file's header, or None.
+
+    Reads a few bytes (JPEG: walks the segments to the frame header); never
+    decodes pixels. Knows PNG, JPEG, GIF (its first frame), BMP and WebP
+    (VP8, VP8L, VP8X). None when the format is unknown, the header is cut
+    off, or the file cannot be read: the decoder then decides.
+    """
+    try:
+        with open(path, "rb") as f:
+            head = f.read(32)
+            if head.startswith(_PNG_MAGIC) and head[12:16] == b"IHDR" \
+                    and len(head) >= 24:
+                return struct.unpack(">II", head[16:24])
+            if head.startswith((b"GIF87a", b"GIF89a")) and len(head) >= 13:
+                return _gif_size(f, head)
+            if head.startswith(b"BM") and len(head) >= 26:
+                if struct.unpack("<I", head[14:18])[0] == 12:
+                    return struct.unpack("<HH", head[18:22])
+                w, h = struct.unpack("<ii", head[18:26])
+                return abs(w), abs(h)
+            if head[:4] == b"RIFF" and head[8:12] == b"WEBP" \
+                    and len(head) >= 30:
+                chunk = head[12:16]
+                if chunk == b"VP8X":
+                    return (1 + int.from_bytes(head[24:27], "little"),
+                            1 + int.from_bytes(head[27:30], "little"))
+                if chunk == b"VP8L":
+                    bits = int.from_bytes(head[21:25], "little")
+                    return (bits & 0x3FFF) + 1, ((bits >> 14) & 0x3FFF) + 1
+                if chunk == b"VP8 ":
+                    w, h = struct.unpack("<HH", head[26:30])
+                    return w & 0x3FFF, h & 0x3FFF
+                return None
+            if head.startswith(b"\xff\xd8"):
+                return _jpeg_size(f)
+    except OSError:
+        return None
+    return None
+
+
 def _list_files(root):
     """All files under root, as sorted relative POSIX paths."""
     names = []
@@ -442,11 +554,15 @@ def _iter_folder(source, resolution, chunk_size, limit, min_image_size,
     report.found = len(names)
     candidates = []
     for name in names:
-        if os.path.splitext(name)[1].lower() in IMAGE_EXTENSIONS:
-            candidates.append(name)
-        else:
+        if os.path.splitext(name)[1].lower() not in IMAGE_EXTENSIONS:
             report.add_skip("extension", name,
                             os.path.splitext(name)[1] or "no extension")
+            continue
+        size = image_header_size(os.path.join(root, name))
+        if size is not None and size[0] * size[1] > MAX_IMAGE_PIXELS:
+            report.add_skip("too_large", name, f"{size[0]}x{size[1]}")
+            continue
+        candidates.append(name)
     load = _load_file_fn(resolution, min_image_size)
     paths = [os.path.join(root, n) for n in candidates]
     buffer = []

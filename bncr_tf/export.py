@@ -42,7 +42,9 @@ signature, see `warmup_record`) and `assets.extra/bncr_export.json` (source
 run, checkpoint and signatures). Exports are written to a hidden temporary
 directory next to the versions and renamed into place; an existing version
 is never overwritten or modified. All models of one export share one
-version number: one more than the largest version of any of them.
+version number: one more than the largest version of any of them. A failed
+write (no space left, I/O error) removes what the export had written so
+far and raises `UserError`; earlier versions stay valid.
 """
 
 import contextlib
@@ -613,7 +615,8 @@ def export_generators(gens, z_dim, resolution, export_root, models=None,
       list of the written version directories.
     Raises:
       UserError: if a requested model is unknown or absent from the
-        variant.
+        variant, or a write fails (e.g. no space left); then no model of
+        this export is kept and existing versions are unchanged.
     """
     available = available_models(gens)
     if models is None or list(models) == []:
@@ -634,8 +637,26 @@ def export_generators(gens, z_dim, resolution, export_root, models=None,
                 resolution=resolution,
                 exported=datetime.datetime.now(datetime.timezone.utc)
                 .isoformat(timespec="seconds"))
-    return [_write_model(plans[n], os.path.join(export_root, n), version,
-                         info) for n in names]
+    written = []
+    for name in names:
+        model_dir = os.path.join(export_root, name)
+        try:
+            written.append(_write_model(plans[name], model_dir, version,
+                                        info))
+        except (OSError, tf.errors.OpError) as e:
+            # All models of one export share a version: drop the ones this
+            # call already wrote, so no half export is ever served.
+            for path in written:
+                shutil.rmtree(path, ignore_errors=True)
+            reason = (getattr(e, "strerror", None)
+                      or getattr(e, "message", None) or str(e))
+            reason = reason.strip().splitlines()[0] if reason.strip() \
+                else type(e).__name__
+            raise UserError(
+                f"cannot write the {name} export to {model_dir}: {reason}; "
+                f"nothing of this export was kept and existing versions "
+                f"are unchanged") from None
+    return written
 
 
 def export_from_run(run_dir=None, checkpoint=None, export_root=None,

@@ -10,6 +10,9 @@ Functions (paper equation or reference -> returned keys):
   g_nonsaturating_loss: eq. 6, G side, non-saturating -> G/adv,
     G/fake_logit.
   r1_penalty: Mescheder et al. 2018 (NR-GAN 3.2) -> D/r1.
+  r1_from_input_gradients: the same penalty from dD(y_r)/dy_r computed by
+    the caller (so the D step can share one forward pass of the reals
+    between the logistic loss and R1) -> D/r1.
   diversity_sensitive_loss: NR-GAN 3.3 (DS) -> {name}.
   ac_blur_loss: eq. 7 -> G/ac_blur, G/ac_blur_weight.
   ac_comp_loss: eq. 8 -> G/ac_comp, G/ac_comp_weight.
@@ -100,7 +103,28 @@ def r1_penalty(discriminator_fn, reals, weight=R1_WEIGHT):
         tape.watch(reals)
         logits = _f32(discriminator_fn(reals))
         total = tf.reduce_sum(logits)
-    grads = _f32(tape.gradient(total, reals))
+    return r1_from_input_gradients(tape.gradient(total, reals), weight)
+
+
+def r1_from_input_gradients(grads, weight=R1_WEIGHT):
+    """R1 penalty from the input gradient of the real logits.
+
+    D/r1 = weight * mean_b sum_{h,w,c} grads_b^2 with
+    grads = d(sum_b D(y_r)_b) / dy_r (as in `r1_penalty`). Use it when the
+    logits of the reals are needed anyway: compute them once inside an
+    inner GradientTape watching the reals, take that tape's gradient inside
+    the outer (D-variable) tape, and the outer tape differentiates the loss
+    and the penalty through one forward pass. (A separate forward pass for
+    R1 also back-propagates all-zero gradients through its activations,
+    since ReLU's second derivative is zero.)
+
+    Args:
+      grads: input gradients [B, H, W, C] float.
+      weight: lambda_r1.
+    Returns:
+      {"D/r1": float32 scalar}.
+    """
+    grads = _f32(grads)
     rank = len(grads.shape)
     sq_norm = tf.reduce_sum(tf.square(grads), axis=list(range(1, rank)))
     return {"D/r1": weight * tf.reduce_mean(sq_norm)}

@@ -54,6 +54,12 @@ flags.DEFINE_float("log_every", 5.0, "Seconds between progress lines.")
 flags.mark_flags_as_required(["source", "setting", "out_dir"])
 
 
+
+def _fail(message):
+    """Prints a one-line error and exits with status 2 (as every CLI)."""
+    print(message, file=sys.stderr)
+    sys.exit(2)
+
 def _valid_setting(name):
     return name is None or name in settings_lib.SETTINGS
 
@@ -97,10 +103,10 @@ def main(argv):
     out_dir = FLAGS.out_dir
     if (os.path.isdir(out_dir) and os.listdir(out_dir)
             and not FLAGS.overwrite):
-        sys.exit(f"error: --out_dir {out_dir} is not empty "
+        _fail(f"error: --out_dir {out_dir} is not empty "
                  "(pass --overwrite to replace it)")
     if os.path.exists(out_dir) and not os.path.isdir(out_dir):
-        sys.exit(f"error: --out_dir {out_dir} exists and is not a directory")
+        _fail(f"error: --out_dir {out_dir} exists and is not a directory")
     if FLAGS.resolution != setting.resolution:
         print(f"warning: setting {setting.name} is defined for "
               f"{setting.resolution} px ({setting.dataset}); building at "
@@ -111,9 +117,9 @@ def main(argv):
             FLAGS.source, FLAGS.resolution, limit=FLAGS.limit,
             seed=FLAGS.source_seed)
     except (ValueError, OSError, data.DataError) as e:
-        sys.exit(f"error: cannot load --source {FLAGS.source}: {e}")
+        _fail(f"error: cannot load --source {FLAGS.source}: {e}")
     if FLAGS.shards > len(images):
-        sys.exit(f"error: --shards={FLAGS.shards} exceeds the number of "
+        _fail(f"error: --shards={FLAGS.shards} exceeds the number of "
                  f"images ({len(images)})")
     print(f"[degrade {setting.name}] {len(images)} images of "
           f"{images.shape[1]}x{images.shape[2]} from {desc} -> {out_dir}",
@@ -125,7 +131,7 @@ def main(argv):
             chunk_size=FLAGS.chunk_size, overwrite=FLAGS.overwrite,
             source=desc, log_every=FLAGS.log_every)
     except (ValueError, FileExistsError) as e:
-        sys.exit(f"error: {e}")
+        _fail(f"error: {e}")
     counts = summary["counts"]
     print(f"[degrade {setting.name}] done: {counts} in "
           f"{summary['wall_time_s']:.1f} s "

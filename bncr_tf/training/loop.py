@@ -8,6 +8,13 @@ line per tick, TensorBoard, stats.jsonl, grids and checkpoints -> export.
 Randomness is a pure function of (seed, step): latents, noise and data
 order for iteration `s` are drawn from stateless seeds derived from `s`, so
 a resumed run continues exactly as an uninterrupted one would.
+
+Faults (docs/reliability.md): a resume restores the newest checkpoint that
+reads back intact and falls back to older ones with a warning; a failed
+checkpoint write is retried at the next interval and stops the run after
+`MAX_CHECKPOINT_FAILURES` in a row (or at the last step); failed writes of
+grids, stats.jsonl and log.txt only warn; NaN/Inf stops the run without
+saving, except a float16 gradient overflow the loss scaler skipped.
 """
 
 import json
@@ -20,12 +27,20 @@ import time
 import numpy as np
 import tensorflow as tf
 
+from bncr_tf.training import checkpoints
 from bncr_tf.training import grids
 from bncr_tf.training import rundir
 from bncr_tf.training import stats as stats_lib
 from bncr_tf.training.config import UserError
 
 log = logging.getLogger("bncr_tf")
+
+
+# Consecutive failed checkpoint writes after which training stops.
+MAX_CHECKPOINT_FAILURES = 3
+# Below this loss scale a float16 gradient overflow is a fault, not a step
+# for the loss scaler to skip (the gradients overflow even unscaled).
+MIN_LOSS_SCALE = 1.0
 
 
 class NonFiniteError(UserError):
@@ -45,8 +60,17 @@ def setup_tensorflow(config):
 
 
 def make_strategy(kind):
-    """Returns the tf.distribute strategy named by --distribute."""
-    gpus = tf.config.list_logical_devices("GPU")
+    """Returns the tf.distribute strategy named by --distribute.
+
+    Call it before any TensorFlow op runs: multi-worker collectives must be
+    configured at start-up (listing physical devices is safe; listing
+    logical ones initialises the runtime).
+    """
+    if kind == "multiworker":
+        if "TF_CONFIG" not in os.environ:
+            raise UserError("--distribute=multiworker needs TF_CONFIG")
+        return tf.distribute.MultiWorkerMirroredStrategy()
+    gpus = tf.config.list_physical_devices("GPU")
     if kind == "auto":
         kind = "mirrored" if len(gpus) > 1 else "default"
     if kind == "mirrored":
@@ -54,11 +78,23 @@ def make_strategy(kind):
         devices = None if gpus else [
             d.name for d in tf.config.list_logical_devices("CPU")]
         return tf.distribute.MirroredStrategy(devices)
-    if kind == "multiworker":
-        if "TF_CONFIG" not in os.environ:
-            raise UserError("--distribute=multiworker needs TF_CONFIG")
-        return tf.distribute.MultiWorkerMirroredStrategy()
     return tf.distribute.get_strategy()
+
+
+class _LogFile(logging.FileHandler):
+    """log.txt; a failed write (e.g. disk full) is reported once, as one
+    line on stderr, instead of a traceback per record."""
+
+    failed = False
+
+    def handleError(self, record):
+        if not self.failed:
+            self.failed = True
+            error = sys.exc_info()[1]
+            sys.stderr.write(
+                f"warning: cannot write {self.baseFilename}: "
+                f"{getattr(error, 'strerror', None) or error}; the log "
+                f"continues on stdout\n")
 
 
 def _setup_logging(run_dir):
@@ -68,26 +104,38 @@ def _setup_logging(run_dir):
         handler.close()
     fmt = logging.Formatter("%(asctime)s %(message)s", "%H:%M:%S")
     for handler in (logging.StreamHandler(sys.stdout),
-                    logging.FileHandler(os.path.join(run_dir, "log.txt"))):
+                    _LogFile(os.path.join(run_dir, "log.txt"))):
         handler.setFormatter(fmt)
         log.addHandler(handler)
     log.propagate = False
 
 
 def write_config(run_dir, config):
-    """Writes config.json and config.flags (a flagfile that re-creates it)."""
+    """Writes config.json and config.flags (a flagfile that re-creates it).
+
+    Both are replaced atomically: a kill while writing leaves the previous
+    file.
+
+    Raises:
+      UserError: a file cannot be written (e.g. no space left).
+    """
     import dataclasses
-    values = dataclasses.asdict(config)
-    with open(os.path.join(run_dir, "config.json"), "w") as f:
-        f.write(config.to_json() + "\n")
-    with open(os.path.join(run_dir, "config.flags"), "w") as f:
-        for name, value in values.items():
-            if name in ("resume", "dry_run"):
-                continue
-            if isinstance(value, bool):
-                f.write(f"--{name}\n" if value else f"--no{name}\n")
-            else:
-                f.write(f"--{name}={value}\n")
+    lines = []
+    for name, value in dataclasses.asdict(config).items():
+        if name in ("resume", "dry_run"):
+            continue
+        if isinstance(value, bool):
+            lines.append(f"--{name}" if value else f"--no{name}")
+        else:
+            lines.append(f"--{name}={value}")
+    for name, text in (("config.json", config.to_json() + "\n"),
+                       ("config.flags", "\n".join(lines) + "\n")):
+        path = os.path.join(run_dir, name)
+        try:
+            rundir.atomic_write_text(path, text)
+        except OSError as e:
+            raise UserError(f"cannot write {path}: {e.strerror or e}") \
+                from None
 
 
 # Fields that may differ when a run is resumed (they do not change the model
@@ -148,8 +196,11 @@ class FidTracker:
                                      step=step))
         value = result["fid"]
         if value < self.best:
-            self.best = value
-            self.manager.save(checkpoint_number=step)
+            try:
+                checkpoints.save(self.manager, step, name="best")
+                self.best = value
+            except checkpoints.CheckpointWriteError as e:
+                log.warning("%s; the previous best checkpoint is kept", e)
         return value
 
 
@@ -158,8 +209,16 @@ def check_resume_config(run_dir, config):
     path = os.path.join(run_dir, "config.json")
     if not os.path.exists(path):
         return
-    with open(path) as f:
-        stored = json.load(f)
+    try:
+        with open(path, encoding="utf-8") as f:
+            stored = json.load(f)
+        if not isinstance(stored, dict):
+            raise ValueError("not a JSON object")
+    except (OSError, ValueError) as e:
+        raise UserError(
+            f"cannot resume {run_dir}: its config.json is unreadable "
+            f"({e}); restore it from config.flags or use --resume=none") \
+            from None
     current = json.loads(config.to_json())
     changed = sorted(k for k in current
                      if k not in _RESUMABLE_CHANGES
@@ -256,13 +315,124 @@ def _status_line(step, total, stats, it_per_s, images_seen):
             + "  ".join(parts))
 
 
-def _check_finite(values, step, manager):
-    bad = sorted(k for k, v in values.items() if not math.isfinite(v))
-    if bad:
-        last = manager.latest_checkpoint or "none written yet"
-        raise NonFiniteError(
-            f"non-finite values at step {step}: {', '.join(bad)}; training "
-            f"stopped without saving; last good checkpoint: {last}")
+class FiniteGuard:
+    """Stops training on NaN/Inf in the losses or gradient norms.
+
+    With mixed_float16 the optimisers are LossScaleOptimizers: a float16
+    gradient overflow makes the gradient norm Inf/NaN, but the optimiser
+    skips that update and halves its loss scale. Such a step is not a
+    fault: the non-finite gradient norm is dropped from the stats, the
+    step is reported as `LossScale/<net>_skipped` and training goes on. It
+    is a fault when a loss itself is non-finite, or when the scale falls
+    below `MIN_LOSS_SCALE` (the gradients overflow even unscaled).
+    """
+
+    def __init__(self, trainer):
+        import keras
+        self.scalers = {}
+        for net, name in (("D", "opt_d"), ("G", "opt_g")):
+            opt = getattr(trainer, name, None)
+            if isinstance(opt, keras.optimizers.LossScaleOptimizer):
+                self.scalers[net] = opt
+        self._before = {}
+
+    def _scales(self):
+        return {net: float(opt.dynamic_scale.numpy())
+                for net, opt in self.scalers.items()}
+
+    def before_step(self):
+        """Records the loss scales (call before each iteration)."""
+        if self.scalers:
+            self._before = self._scales()
+
+    def check(self, values, step, last_checkpoint):
+        """Checks one iteration's scalars.
+
+        Args:
+          values: {name: float} returned by the iteration.
+          step: the iteration number (for the message).
+          last_checkpoint: the last good checkpoint path, or None.
+        Returns:
+          The values to report: without the gradient norms of skipped
+          float16 steps, plus LossScale/<net> and LossScale/<net>_skipped
+          when loss scaling is on.
+        Raises:
+          NonFiniteError: naming the values, the step and the checkpoint.
+        """
+        bad = sorted(k for k, v in values.items() if not math.isfinite(v))
+        if not self.scalers:
+            if bad:
+                raise NonFiniteError(self._message(bad, step,
+                                                   last_checkpoint))
+            return values
+        out = dict(values)
+        after = self._scales()
+        hints = []
+        for net, scale in after.items():
+            key = f"Loss/{net}/grad_norm"
+            skipped = scale < self._before.get(net, scale)
+            out[f"LossScale/{net}"] = scale
+            out[f"LossScale/{net}_skipped"] = float(skipped)
+            if key in bad and skipped:
+                if scale >= MIN_LOSS_SCALE:
+                    bad.remove(key)
+                    del out[key]
+                else:
+                    hints.append(f"float16 gradients of {net} overflow "
+                                 f"even at loss scale {scale:g}")
+        if bad:
+            raise NonFiniteError(self._message(bad, step, last_checkpoint,
+                                               hints))
+        return out
+
+    @staticmethod
+    def _message(bad, step, last_checkpoint, hints=()):
+        extra = f" ({'; '.join(hints)})" if hints else ""
+        last = last_checkpoint or "none written yet"
+        return (f"non-finite values at step {step}: {', '.join(bad)}{extra};"
+                f" training stopped without saving; last good checkpoint: "
+                f"{last}")
+
+
+def _warn_write(what, path, error):
+    log.warning("could not write %s %s: %s; training continues", what, path,
+                getattr(error, "strerror", None) or error)
+
+
+def _save_checkpoint(manager, done, config, failures):
+    """Saves the checkpoint of step `done`; returns the failure count.
+
+    A failed write keeps the previous checkpoint committed and is retried
+    at the next interval; after MAX_CHECKPOINT_FAILURES failures in a row,
+    or when the last step cannot be saved, training stops (UserError).
+    """
+    try:
+        path = checkpoints.save(manager, done)
+    except checkpoints.CheckpointWriteError as e:
+        failures += 1
+        last = (checkpoints.committed(manager.directory) or
+                ["none (no checkpoint was written yet)"])[0]
+        if done == config.iterations or failures >= MAX_CHECKPOINT_FAILURES:
+            why = ("the last step's checkpoint" if done == config.iterations
+                   else f"{failures} checkpoints in a row")
+            raise UserError(
+                f"training stopped at step {done}: {why} could not be "
+                f"written ({e}); the last valid checkpoint is {last}; free "
+                f"space and run the same command to continue from it") \
+                from None
+        log.warning("%s; the last valid checkpoint is still %s; training "
+                    "continues and retries at the next interval", e, last)
+        return failures
+    log.info("checkpoint %s", path)
+    return 0
+
+
+def _close_logging():
+    """Detaches the run's log handlers (log.txt, stdout) from `log`."""
+    for handler in list(log.handlers):
+        log.removeHandler(handler)
+        handler.close()
+    log.propagate = True
 
 
 def train(config):
@@ -273,10 +443,25 @@ def train(config):
     Raises:
       UserError: bad configuration or data, or NonFiniteError on NaN/Inf.
     """
-    from bncr_tf.training import steps as steps_lib
+    try:
+        return _train(config)
+    finally:
+        _close_logging()
 
+
+def _train(config):
+    """`train` without the logging clean-up."""
+    from bncr_tf import data
+
+    try:  # a wrong --data fails before a run directory is created
+        data.parse_source(config.data)
+    except data.DataError as e:
+        raise UserError(str(e)) from None
     setup_tensorflow(config)
+    # The strategy comes before any op runs (multi-worker collectives must be
+    # configured at start-up); the step modules create constants on import.
     strategy = make_strategy(config.distribute)
+    from bncr_tf.training import steps as steps_lib
     replicas = strategy.num_replicas_in_sync
     for name, multiple in (("d_batch", replicas), ("g_batch", 2 * replicas)):
         if getattr(config, name) % multiple:
@@ -301,12 +486,23 @@ def train(config):
     with strategy.scope():
         trainer = steps_lib.Trainer(config, strategy)
     ckpt_dir = os.path.join(run_dir, "checkpoints")
+    if resuming:
+        for path in (checkpoints.remove_stale_temp(ckpt_dir)
+                     + rundir.remove_temporary_files(run_dir)):
+            log.info("removed %s (left by an interrupted save)", path)
+        restored, _ = checkpoints.restore_latest_valid(trainer.checkpoint,
+                                                       ckpt_dir)
+        log.info("restored %s at step %d", restored, trainer.step_value())
+    # Created after the restore: it reads the (possibly repaired) state.
     manager = tf.train.CheckpointManager(
         trainer.checkpoint, ckpt_dir, max_to_keep=config.keep_checkpoints)
-    if resuming:
-        restored = trainer.restore(manager)
-        log.info("restored %s at step %d", restored, trainer.step_value())
     start = trainer.step_value()
+    stats_path = os.path.join(run_dir, "stats.jsonl")
+    if resuming:
+        dropped = rundir.truncate_jsonl(stats_path, start)
+        if dropped:
+            log.info("stats.jsonl: dropped %d record(s) after step %d "
+                     "(recomputed from the checkpoint)", dropped, start)
 
     grid_dir = os.path.join(run_dir, "grids")
     os.makedirs(grid_dir, exist_ok=True)
@@ -314,11 +510,14 @@ def train(config):
         reals = grids.to_uint8(
             np.asarray(images[:config.grid_size ** 2], np.float32)
             / 127.5 - 1.0)
-        grids.write_png(os.path.join(grid_dir, "reals.png"),
-                        grids.tile(reals, config.grid_size))
+        path = os.path.join(grid_dir, "reals.png")
+        try:
+            grids.write_png(path, grids.tile(reals, config.grid_size))
+        except OSError as e:
+            _warn_write("grid", path, e)
 
     writer = tf.summary.create_file_writer(os.path.join(run_dir, "tb"))
-    jsonl = stats_lib.JsonlWriter(os.path.join(run_dir, "stats.jsonl"))
+    jsonl = stats_lib.JsonlWriter(stats_path)
     collector = stats_lib.StatsCollector()
     batches = iter(strategy.experimental_distribute_dataset(
         make_real_batches(images, config.d_batch, config.seed, start)))
@@ -327,13 +526,16 @@ def train(config):
         config.fid_every) else None
     log.info("training %s from step %d to %d", config.variant, start,
              config.iterations)
+    guard = FiniteGuard(trainer)
+    failures = 0
     tick_start, tick_step = time.time(), start
     step = start
     try:
         for step in range(start, config.iterations):
+            guard.before_step()
             values = trainer.train_iteration(next(batches), step)
             values = {k: float(v) for k, v in values.items()}
-            _check_finite(values, step, manager)
+            values = guard.check(values, step, manager.latest_checkpoint)
             collector.report_dict(values)
             done = step + 1
             if done % config.log_every == 0 or done == config.iterations:
@@ -350,19 +552,24 @@ def train(config):
                         tf.summary.scalar(name, value)
                     for name, hist in trainer.histograms(step).items():
                         tf.summary.histogram(name, hist)
-                jsonl.write(dict(tick_stats, step=done, kimg=images_seen / 1e3,
-                                 time=time.time()))
+                try:
+                    jsonl.write(dict(tick_stats, step=done,
+                                     kimg=images_seen / 1e3, time=time.time()))
+                except OSError as e:
+                    _warn_write("stats", stats_path, e)
                 tick_start, tick_step = time.time(), done
             if done % config.grid_every == 0 or done == config.iterations:
                 grid = trainer.grid(config.grid_size)
-                grids.write_png(
-                    os.path.join(grid_dir, f"fakes-{done:07d}.png"), grid)
+                path = os.path.join(grid_dir, f"fakes-{done:07d}.png")
+                try:
+                    grids.write_png(path, grid)
+                except OSError as e:
+                    _warn_write("grid", path, e)
                 with writer.as_default(step=done):
                     tf.summary.image("fakes", grid[None])
             if (done % config.checkpoint_every == 0
                     or done == config.iterations):
-                path = manager.save(checkpoint_number=done)
-                log.info("checkpoint %s", path)
+                failures = _save_checkpoint(manager, done, config, failures)
             if fid and (done % config.fid_every == 0
                         or done == config.iterations):
                 value = fid(trainer, done)
@@ -371,12 +578,24 @@ def train(config):
                 with writer.as_default(step=done):
                     tf.summary.scalar(f"Metrics/{fid.name}", value)
     finally:
-        writer.flush()
-        jsonl.close()
+        for what, close in (("TensorBoard events in", writer.flush),
+                            ("stats", jsonl.close)):
+            try:
+                close()
+            except (OSError, tf.errors.OpError) as e:
+                _warn_write(what, run_dir, e)
 
     if config.export_at_end:
         from bncr_tf import export
-        paths = export.export_run(trainer, os.path.join(run_dir, "export"))
+        try:
+            paths = export.export_run(trainer,
+                                      os.path.join(run_dir, "export"))
+        except UserError as e:
+            raise UserError(
+                f"training finished and {manager.latest_checkpoint} is "
+                f"saved, but the export failed: {e}; export it later with "
+                f"python tools/export_savedmodel.py --run_dir={run_dir}") \
+                from None
         for path in paths:
             log.info("exported %s", path)
     log.info("done: %s", run_dir)

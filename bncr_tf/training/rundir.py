@@ -8,14 +8,171 @@ Layout of `<outdir>/<NNNNN>-<name>/`:
   grids/                      reals.png and fakes-<step>.png
   tb/                         TensorBoard events
   export/                     SavedModels (see bncr_tf.export)
+
+A run survives being killed at any moment: small files are replaced
+atomically (`atomic_write_text`), a run counts as resumable only once its
+checkpoint state file names a checkpoint (TensorFlow writes that file last,
+see bncr_tf.training.checkpoints), and `truncate_jsonl` drops the records a
+resumed run recomputes.
 """
 
+import glob
+import json
 import os
 import re
+import tempfile
 
 from bncr_tf.training.config import UserError
 
 _RUN_RE = re.compile(r"^(\d{5})-(.+)$")
+CHECKPOINT_STATE_FILE = "checkpoint"
+_STATE_LINE = re.compile(
+    r'^\s*(model_checkpoint_path|all_model_checkpoint_paths|'
+    r'all_model_checkpoint_timestamps|last_preserved_timestamp)'
+    r'\s*:\s*"?([^"]*)"?\s*$')
+
+
+def atomic_write_text(path, text):
+    """Replaces `path` by `text` so a reader sees the old or the new file.
+
+    Writes a temporary file in the same directory, flushes and fsyncs it,
+    then renames it over `path` (and fsyncs the directory), so neither a
+    killed process nor a power cut leaves a half-written file.
+
+    Raises:
+      OSError: the write failed (e.g. no space left); `path` is unchanged
+        and the temporary file is removed.
+    """
+    directory = os.path.dirname(os.path.abspath(path))
+    fd, tmp = tempfile.mkstemp(prefix="." + os.path.basename(path) + ".",
+                               suffix=".tmp", dir=directory)
+    try:
+        with os.fdopen(fd, "w", encoding="utf-8") as f:
+            f.write(text)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        try:
+            os.remove(tmp)
+        except OSError:
+            pass
+        raise
+    try:
+        dir_fd = os.open(directory, os.O_RDONLY)
+    except OSError:
+        return
+    try:
+        os.fsync(dir_fd)
+    except OSError:
+        pass
+    finally:
+        os.close(dir_fd)
+
+
+def remove_temporary_files(run_dir):
+    """Removes the temporary files a killed process left in a run directory.
+
+    These are the `.<name>.*.tmp` files of `atomic_write_text` and the
+    `grids/*.png.tmp` files of `grids.write_png`. Only call this when no
+    other process writes to `run_dir`.
+
+    Returns:
+      The removed paths.
+    """
+    removed = []
+    root = glob.escape(run_dir)
+    for pattern in (os.path.join(root, ".*.tmp"),
+                    os.path.join(root, "grids", "*.tmp")):
+        for path in glob.glob(pattern):
+            try:
+                os.remove(path)
+                removed.append(path)
+            except OSError:
+                pass
+    return removed
+
+
+def read_checkpoint_state(ckpt_dir):
+    """Parses a CheckpointManager state file (`<ckpt_dir>/checkpoint`).
+
+    Args:
+      ckpt_dir: a checkpoints directory.
+    Returns:
+      dict with "latest" (prefix path), "paths" (prefix paths, oldest
+      first, the latest included), "timestamps" (floats in the same order,
+      possibly empty) and "last_preserved" (float or None); None when the
+      file is missing, unreadable or names no checkpoint.
+    """
+    path = os.path.join(ckpt_dir, CHECKPOINT_STATE_FILE)
+    try:
+        with open(path, encoding="utf-8") as f:
+            lines = f.read().splitlines()
+    except (OSError, UnicodeDecodeError):
+        return None
+    state = {"latest": None, "paths": [], "timestamps": [],
+             "last_preserved": None}
+    for line in lines:
+        match = _STATE_LINE.match(line)
+        if not match:
+            if line.strip():
+                return None
+            continue
+        key, value = match.groups()
+        try:
+            if key == "model_checkpoint_path":
+                state["latest"] = os.path.join(ckpt_dir, value)
+            elif key == "all_model_checkpoint_paths":
+                state["paths"].append(os.path.join(ckpt_dir, value))
+            elif key == "all_model_checkpoint_timestamps":
+                state["timestamps"].append(float(value))
+            else:
+                state["last_preserved"] = float(value)
+        except ValueError:
+            return None
+    if not state["latest"] or state["latest"] == ckpt_dir + os.sep:
+        return None
+    if state["latest"] not in state["paths"]:
+        state["paths"].append(state["latest"])
+    return state
+
+
+def truncate_jsonl(path, max_step):
+    """Keeps the records of a JSON-lines log up to `max_step`.
+
+    Used when a run resumes from the checkpoint of step `max_step`: the
+    records written after it (by the interrupted process) are recomputed,
+    so they are dropped, as is a last line cut off by a kill. The file is
+    rewritten atomically, and only when something is dropped.
+
+    Args:
+      path: a .jsonl file whose records carry an integer "step".
+      max_step: the largest step to keep.
+    Returns:
+      The number of lines dropped (0 if the file does not exist).
+    """
+    if not os.path.exists(path):
+        return 0
+    with open(path, encoding="utf-8", errors="replace") as f:
+        lines = f.read().split("\n")
+    keep, dropped = [], 0
+    for line in lines:
+        if not line.strip():
+            continue
+        try:
+            record = json.loads(line)
+            ok = isinstance(record, dict) and (
+                not isinstance(record.get("step"), (int, float))
+                or record["step"] <= max_step)
+        except ValueError:
+            ok = False
+        if ok:
+            keep.append(line)
+        else:
+            dropped += 1
+    if dropped:
+        atomic_write_text(path, "".join(line + "\n" for line in keep))
+    return dropped
 
 
 def _runs(outdir):
@@ -30,9 +187,14 @@ def _runs(outdir):
 
 
 def has_checkpoint(run_dir):
-    ckpt_dir = os.path.join(run_dir, "checkpoints")
-    return os.path.isdir(ckpt_dir) and any(
-        f.endswith(".index") for f in os.listdir(ckpt_dir))
+    """True when the run's checkpoint state file names a checkpoint.
+
+    TensorFlow rewrites the state file only after a checkpoint's files are
+    complete, so the files of a save that was interrupted (a kill during
+    the first save of a run) do not make a run resumable.
+    """
+    return read_checkpoint_state(
+        os.path.join(run_dir, "checkpoints")) is not None
 
 
 def find_resumable(outdir, name):

@@ -2,8 +2,10 @@
 
 One iteration = one D step then one G step (NR-GAN: n_dis = 1), compiled
 once as a `tf.function` with a fixed input signature (no retracing). The
-fakes of the D step are generated outside the gradient tape. All randomness
-of iteration s comes from the stateless seed (config.seed, s).
+fakes of the D step are generated outside the gradient tape, and one
+forward pass of the reals serves both the logistic loss and R1 (see
+docs/performance.md). All randomness of iteration s comes from the
+stateless seed (config.seed, s).
 """
 
 import keras
@@ -92,12 +94,6 @@ class Trainer:
     def step_value(self):
         return int(self.step.numpy())
 
-    def restore(self, manager):
-        """Restores the latest checkpoint of `manager`; returns its path."""
-        path = manager.latest_checkpoint
-        self.checkpoint.restore(path).assert_existing_objects_matched()
-        return path
-
     # --- Training ---------------------------------------------------------------
 
     def train_iteration(self, reals, step):
@@ -159,9 +155,12 @@ class Trainer:
         Returns the global gradient norm of the unscaled, summed loss.
         """
         grads = tape.gradient(scaled_loss, variables)
+        norm = tf.linalg.global_norm([g for g in grads if g is not None])
+        if isinstance(opt, keras.optimizers.LossScaleOptimizer):
+            # The scale in force for this step (apply may change it).
+            norm = norm / tf.cast(opt.dynamic_scale, norm.dtype)
         opt.apply(grads, variables)
-        return tf.linalg.global_norm(
-            [g for g in grads if g is not None]) * self.replicas
+        return norm * self.replicas
 
     def _d_step(self, reals, seed, rid):
         """D step: non-saturating logistic loss + R1 on reals."""
@@ -170,11 +169,20 @@ class Trainer:
                                         paired=False)
         fakes = tf.stop_gradient(synthesis.synthesize(
             self.gens, latents, _seed_pair(_seed_pair(seed, 1), rid))["y"])
+        reals = tf.convert_to_tensor(reals)
         with tf.GradientTape() as tape:
-            real_logits = self.D(reals)
+            # One forward pass of the reals serves the logistic loss and
+            # R1 (the inner tape gives dD/dy_r; the outer tape then
+            # differentiates both terms through the same activations).
+            with tf.GradientTape() as r1_tape:
+                r1_tape.watch(reals)
+                real_logits = self.D(reals)
+                real_sum = tf.reduce_sum(tf.cast(real_logits, tf.float32))
+            input_grads = r1_tape.gradient(real_sum, reals)
             fake_logits = self.D(fakes)
             values = losses.d_logistic_loss(real_logits, fake_logits)
-            values.update(losses.r1_penalty(self.D, reals, c.r1_weight))
+            values.update(losses.r1_from_input_gradients(input_grads,
+                                                         c.r1_weight))
             scaled = self._scaled(self.opt_d,
                                   values["D/loss"] + values["D/r1"])
         values["D/grad_norm"] = self._apply(
