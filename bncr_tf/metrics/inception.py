@@ -43,6 +43,7 @@ import urllib.request
 import numpy as np
 import tensorflow as tf
 
+from bncr_tf import fileio
 from bncr_tf.training.config import UserError
 
 log = logging.getLogger("bncr_tf")
@@ -91,23 +92,6 @@ def sha256_file(path, chunk=1 << 20):
     return digest.hexdigest()
 
 
-def _write_atomic(path, data):
-    """Writes bytes to path through a temporary file and os.replace."""
-    directory = os.path.dirname(path) or "."
-    os.makedirs(directory, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=".tmp-", dir=directory)
-    try:
-        with os.fdopen(fd, "wb") as f:
-            f.write(data)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.remove(tmp)
-        raise
-
-
 def _extract_pb(tgz_path, dest):
     """Copies INCEPTION_PB out of the .tgz to dest (atomically)."""
     try:
@@ -120,7 +104,7 @@ def _extract_pb(tgz_path, dest):
             data = archive.extractfile(members[0]).read()
     except (tarfile.TarError, OSError, EOFError) as e:
         raise UserError(f"cannot read {tgz_path}: {e}") from None
-    _write_atomic(dest, data)
+    fileio.atomic_write_bytes(dest, data)
 
 
 def _download(url, dest, timeout=DOWNLOAD_TIMEOUT_S):
@@ -240,7 +224,8 @@ def _verify(pb, sha256, pin_path):
                 f"refusing to use it (replace it with the official "
                 f"{INCEPTION_PB} from {INCEPTION_URL}{hint})")
         return actual
-    _write_atomic(pin_path, (actual + "  " + INCEPTION_PB + "\n").encode())
+    fileio.atomic_write_bytes(
+        pin_path, (actual + "  " + INCEPTION_PB + "\n").encode())
     log.warning("no published sha256 is recorded for %s; pinned %s in %s",
                 INCEPTION_PB, actual, pin_path)
     return actual

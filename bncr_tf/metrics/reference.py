@@ -13,14 +13,15 @@ measures FID of the generated clean images against clean real images).
 
 import dataclasses
 import hashlib
+import io
 import json
 import os
 import re
-import tempfile
 
 import numpy as np
 
 from bncr_tf import data as data_lib
+from bncr_tf import fileio
 from bncr_tf.metrics import features as features_lib
 from bncr_tf.metrics import inception
 from bncr_tf.training.config import UserError
@@ -56,25 +57,14 @@ class ReferenceStats:
 
     def save(self, path):
         """Writes an .npz atomically (temporary file + os.replace)."""
-        directory = os.path.dirname(os.path.abspath(path))
-        os.makedirs(directory, exist_ok=True)
         arrays = {"mu": self.mu, "sigma": self.sigma,
                   "num_images": np.int64(self.num_images),
                   "meta": np.array(json.dumps(self.meta, sort_keys=True))}
         if self.features is not None:
             arrays["features"] = np.asarray(self.features, np.float32)
-        fd, tmp = tempfile.mkstemp(prefix=".tmp-", suffix=".npz",
-                                   dir=directory)
-        try:
-            with os.fdopen(fd, "wb") as f:
-                np.savez(f, **arrays)
-                f.flush()
-                os.fsync(f.fileno())
-            os.replace(tmp, path)
-        except BaseException:
-            if os.path.exists(tmp):
-                os.remove(tmp)
-            raise
+        buffer = io.BytesIO()
+        np.savez(buffer, **arrays)
+        fileio.atomic_write_bytes(path, buffer.getvalue())
 
     @classmethod
     def load(cls, path):

@@ -3,6 +3,8 @@
 import numpy as np
 import tensorflow as tf
 
+from bncr_tf import fileio
+
 
 def to_uint8(images):
     """[B, H, W, C] float in [-1, 1] -> uint8 [B, H, W, C]."""
@@ -69,8 +71,4 @@ def decomposition_grid(synthesis, rows):
 
 def write_png(path, image):
     """Writes uint8 [H, W, 3] as PNG atomically (temp file + rename)."""
-    data = tf.io.encode_png(image).numpy()
-    tmp = path + ".tmp"
-    with open(tmp, "wb") as f:
-        f.write(data)
-    tf.io.gfile.rename(tmp, path, overwrite=True)
+    fileio.atomic_write_bytes(path, tf.io.encode_png(image).numpy())

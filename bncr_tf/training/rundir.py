@@ -20,8 +20,8 @@ import glob
 import json
 import os
 import re
-import tempfile
 
+from bncr_tf import fileio
 from bncr_tf.training.config import UserError
 
 _RUN_RE = re.compile(r"^(\d{5})-(.+)$")
@@ -33,41 +33,12 @@ _STATE_LINE = re.compile(
 
 
 def atomic_write_text(path, text):
-    """Replaces `path` by `text` so a reader sees the old or the new file.
-
-    Writes a temporary file in the same directory, flushes and fsyncs it,
-    then renames it over `path` (and fsyncs the directory), so neither a
-    killed process nor a power cut leaves a half-written file.
+    """Replaces `path` by `text` atomically (see `fileio.atomic_write_bytes`).
 
     Raises:
-      OSError: the write failed (e.g. no space left); `path` is unchanged
-        and the temporary file is removed.
+      OSError: the write failed (e.g. no space left); `path` is unchanged.
     """
-    directory = os.path.dirname(os.path.abspath(path))
-    fd, tmp = tempfile.mkstemp(prefix="." + os.path.basename(path) + ".",
-                               suffix=".tmp", dir=directory)
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8") as f:
-            f.write(text)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        try:
-            os.remove(tmp)
-        except OSError:
-            pass
-        raise
-    try:
-        dir_fd = os.open(directory, os.O_RDONLY)
-    except OSError:
-        return
-    try:
-        os.fsync(dir_fd)
-    except OSError:
-        pass
-    finally:
-        os.close(dir_fd)
+    fileio.atomic_write_text(path, text)
 
 
 def remove_temporary_files(run_dir):
@@ -83,7 +54,8 @@ def remove_temporary_files(run_dir):
     removed = []
     root = glob.escape(run_dir)
     for pattern in (os.path.join(root, ".*.tmp"),
-                    os.path.join(root, "grids", "*.tmp")):
+                    os.path.join(root, "grids", "*.tmp"),
+                    os.path.join(root, "grids", ".*.tmp")):
         for path in glob.glob(pattern):
             try:
                 os.remove(path)

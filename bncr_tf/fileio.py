@@ -1,0 +1,49 @@
+"""Atomic file writes shared by run directories, metrics caches and grids."""
+
+import os
+import tempfile
+
+
+def atomic_write_bytes(path, data):
+    """Replaces `path` by `data` so a reader sees the old or the new file.
+
+    Writes a temporary file in the same directory, flushes and fsyncs it,
+    then renames it over `path` (and fsyncs the directory), so neither a
+    killed process nor a power cut leaves a half-written file.
+
+    Args:
+      path: destination file; its directory is created if missing.
+      data: bytes.
+    Raises:
+      OSError: the write failed (e.g. no space left); `path` is unchanged
+        and the temporary file is removed.
+    """
+    directory = os.path.dirname(os.path.abspath(path))
+    os.makedirs(directory, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix="." + os.path.basename(path) + ".",
+                               suffix=".tmp", dir=directory)
+    try:
+        with os.fdopen(fd, "wb") as f:
+            f.write(data)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        try:
+            os.remove(tmp)
+        except OSError:
+            pass
+        raise
+    try:  # make the rename itself durable
+        dir_fd = os.open(directory, os.O_RDONLY)
+        try:
+            os.fsync(dir_fd)
+        finally:
+            os.close(dir_fd)
+    except OSError:
+        pass
+
+
+def atomic_write_text(path, text):
+    """`atomic_write_bytes` for UTF-8 text."""
+    atomic_write_bytes(path, text.encode("utf-8"))
