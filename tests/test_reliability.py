@@ -950,7 +950,7 @@ def test_builder_missing_source_is_one_line(tmp_path):
     out = _cli([f"--source={tmp_path}/nope", "--setting=N",
                 f"--out_dir={tmp_path}/out"],
                module="tools/make_degraded_dataset.py")
-    assert out.returncode == 1, out.stderr
+    assert out.returncode == 2, out.stderr
     errors = _one_error_line(out.stderr)
     assert len(errors) == 1 and errors[0].startswith(
         f"error: cannot load --source {tmp_path}/nope"), out.stderr
