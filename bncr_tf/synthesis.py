@@ -108,8 +108,7 @@ def synthesize(gens, latents, seed, with_aux=False):
       latents: dict from `sample_latents` (z_x, z_k, z_n, z_q).
       seed: int tensor [2]: stateless seed of eps, noise transforms and
         AmbientGAN's sampled degradations.
-      with_aux: also return what the G-step regularisers need (see
-        `degrade`).
+      with_aux: also return the inputs of L_AC (see `degrade`).
     Returns:
       dict with "x", "y" and, for the stages the variant has, "k", "k_hat",
       "m_k", "n", "q", "m_q" (see the module docstring for shapes and units).
@@ -131,11 +130,13 @@ def degrade(gens, x, latents, seed, with_aux=False):
       latents: dict with z_k, z_n, z_q ([B, z_dim]) and z_x when G_n is
         implicit.
       seed: int tensor [2], stateless seed (eps, transforms, AmbientGAN).
-      with_aux: also return "n_ds" (noise before the random transforms),
-        "entropy" ([B] kernel entropy), "x_blur" (x * k) and "x_comp"
-        (psi^g(x, q) without mask), in [-1, 1], when those stages exist.
+      with_aux: also return what L_AC needs: "entropy" ([B] kernel
+        entropy), "x_blur" (x * k) and "x_comp" (psi^g(x, q) without mask,
+        an extra psi^g pass), in [-1, 1], when those stages exist.
     Returns:
-      dict with "x", "y" and the stage outputs, as `synthesize`.
+      dict with "x", "y" and the stage outputs, as `synthesize`; a learned
+      or parameter G_n also gives "n_ds", the noise before the random
+      transforms (what the diversity-sensitive loss compares).
     """
     v = gens.variant
     seeds = tf.random.experimental.stateless_split(
@@ -173,8 +174,7 @@ def degrade(gens, x, latents, seed, with_aux=False):
             maps = gens.G_n(latents["z_n"])
         n = noise_lib.apply_prior(gens.noise_prior, maps, x=2.0 * u - 1.0,
                                   seed=seeds[0])
-        if with_aux:
-            out["n_ds"] = n
+        out["n_ds"] = n
         if v.rotation or v.channel_shuffle or v.sign_flip:
             n = noise_lib.random_noise_transforms(
                 n, seeds[1], rotation=v.rotation,

@@ -54,10 +54,7 @@ def tiny(outdir, **kw):
 
 
 def _tensors(prefix):
-    reader = tf.train.load_checkpoint(prefix)
-    return {name: reader.get_tensor(name)
-            for name, _ in tf.train.list_variables(prefix)
-            if "_CHECKPOINTABLE_OBJECT_GRAPH" not in name}
+    return checkpoints.read_tensors(prefix)
 
 
 def assert_same_checkpoint(a, b):

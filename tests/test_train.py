@@ -180,11 +180,10 @@ def test_checkpoint_holds_every_weight(tmp_path):
 
 
 def _all_tensors(path):
-    reader = tf.train.load_checkpoint(path)
-    return {name: reader.get_tensor(name)
-            for name, _ in tf.train.list_variables(path)
-            if not name.startswith("save_counter")
-            and "_CHECKPOINTABLE_OBJECT_GRAPH" not in name}
+    from bncr_tf.training import checkpoints
+    return {name: value
+            for name, value in checkpoints.read_tensors(path).items()
+            if not name.startswith("save_counter")}
 
 
 def test_resume_equals_uninterrupted_run(tmp_path):

@@ -136,11 +136,9 @@ def _import_tf():
 
 
 def _tensors(prefix):
-    tf = _import_tf()
-    reader = tf.train.load_checkpoint(prefix)
-    return {name: reader.get_tensor(name)
-            for name, _ in tf.train.list_variables(prefix)
-            if "_CHECKPOINTABLE_OBJECT_GRAPH" not in name}
+    _import_tf()
+    from bncr_tf.training import checkpoints
+    return checkpoints.read_tensors(prefix)
 
 
 def compare_checkpoints(a, b):

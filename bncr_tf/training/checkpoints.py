@@ -201,3 +201,12 @@ def save(manager, step, name="ckpt"):
                 _remove_partial(prefix)
         raise CheckpointWriteError(
             f"could not write checkpoint {prefix}: {_reason(e)}") from e
+
+
+def read_tensors(prefix):
+    """{name: numpy value} of every saved tensor of a checkpoint (without
+    the object-graph record), for comparing checkpoints."""
+    reader = tf.train.load_checkpoint(prefix)
+    return {name: reader.get_tensor(name)
+            for name, _ in tf.train.list_variables(prefix)
+            if "_CHECKPOINTABLE_OBJECT_GRAPH" not in name}

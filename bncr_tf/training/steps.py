@@ -198,7 +198,7 @@ class Trainer:
         with tf.GradientTape() as tape:
             s = synthesis.synthesize(
                 self.gens, latents, _seed_pair(_seed_pair(seed, 1), rid),
-                with_aux=True)
+                with_aux=v.adaptive_consistency)
             values = losses.g_nonsaturating_loss(self.D(s["y"]))
             total = values["G/adv"]
             regs = []
