@@ -1042,9 +1042,12 @@ def _iter_source(source, resolution, chunk_size, limit, seed, min_image_size,
         return
     report.root = str(source)
     if source.kind == "fashion_mnist":
-        images, labels = _fashion_mnist_arrays(source, limit)
-        chunks = ((images[i:i + chunk_size], labels[i:i + chunk_size])
-                  for i in range(0, len(images), chunk_size))
+        all_images, all_labels = _fashion_mnist_arrays(source, limit)
+        # Distinct names: the loop below rebinds `images`, and this lazy
+        # generator must keep slicing the whole set.
+        chunks = ((all_images[i:i + chunk_size],
+                   all_labels[i:i + chunk_size])
+                  for i in range(0, len(all_images), chunk_size))
         convert = True
     else:
         if source.kind == "tfds":

@@ -59,10 +59,13 @@ def define_flags():
                      lower_bound=2)
     # Feature extractor and caches.
     d.DEFINE_enum("extractor", "inception",
-                  ["inception", "keras_inception_v3", "random_conv"],
+                  ["inception", "keras_inception_v3", "random_conv",
+                   "classifier"],
                   "inception: TTUR's inception-2015-12-05 graph (comparable "
                   "with published FIDs); keras_inception_v3: NOT "
-                  "comparable; random_conv: for tests only.")
+                  "comparable; random_conv: for tests only; classifier: "
+                  "penultimate features of the Fashion-MNIST classifier "
+                  "of --classifier_path (NOT comparable).")
     d.DEFINE_string("inception_path", None, "TTUR graph: "
                     "classify_image_graph_def.pb, inception-2015-12-05.tgz "
                     "or a directory holding either (default: "
@@ -73,6 +76,9 @@ def define_flags():
     d.DEFINE_string("keras_weights", None, "Path of inception_v3_weights_"
                     "tf_dim_ordering_tf_kernels_notop.h5 for "
                     "--extractor=keras_inception_v3.")
+    d.DEFINE_string("classifier_path", None, "classifier.keras (or its "
+                    "directory) written by tools/train_fmnist_classifier.py "
+                    "for --extractor=classifier.")
     d.DEFINE_string("cache_dir", None, "Cache of weights and reference "
                     "statistics (default $BNCR_CACHE_DIR or "
                     "~/.cache/bncr_tf).")
@@ -95,7 +101,8 @@ def main(argv):
         extractor = features.make_extractor(
             FLAGS.extractor, inception_path=FLAGS.inception_path,
             keras_weights=FLAGS.keras_weights, cache=FLAGS.cache_dir,
-            allow_download=FLAGS.download, batch_size=FLAGS.batch)
+            allow_download=FLAGS.download, batch_size=FLAGS.batch,
+            classifier_path=FLAGS.classifier_path)
         runner.evaluate_run(
             extractor, run_dir=FLAGS.run_dir or None,
             export_dir=FLAGS.export_dir or None, checkpoint=FLAGS.checkpoint,

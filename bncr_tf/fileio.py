@@ -1,5 +1,7 @@
-"""Atomic file writes shared by run directories, metrics caches and grids."""
+"""File helpers shared by run directories, metrics caches and grids:
+atomic writes and content hashes."""
 
+import hashlib
 import os
 import tempfile
 
@@ -47,3 +49,12 @@ def atomic_write_bytes(path, data):
 def atomic_write_text(path, text):
     """`atomic_write_bytes` for UTF-8 text."""
     atomic_write_bytes(path, text.encode("utf-8"))
+
+
+def sha256_file(path, chunk=1 << 20):
+    """Hex sha256 of a file, read in chunks."""
+    digest = hashlib.sha256()
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(chunk), b""):
+            digest.update(block)
+    return digest.hexdigest()

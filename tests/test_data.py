@@ -495,6 +495,19 @@ def test_fashion_mnist_source(fashion_dir, monkeypatch):
         data.parse_source("fashion_mnist:validation")
 
 
+def test_fashion_mnist_in_several_chunks(fashion_dir):
+    # Regression: the chunk generator once sliced the converted previous
+    # chunk instead of the whole set, so every set larger than one chunk
+    # (the real 60k training set) failed on its second chunk.
+    path, train, _ = fashion_dir
+    chunks = list(data.iter_source_uint8(f"fashion_mnist:train:{path}", 32,
+                                         chunk_size=2))
+    assert [len(c[0]) for c in chunks] == [2, 2, 1]
+    images = np.concatenate([c[0] for c in chunks])
+    assert np.array_equal(images[:, 2:30, 2:30, 0], train)
+    assert list(np.concatenate([c[1] for c in chunks])) == [0, 1, 2, 3, 4]
+
+
 @pytest.mark.skipif(
     not os.path.isdir(data.FASHION_MNIST_DEBIAN_DIR),
     reason="Debian package dataset-fashion-mnist not installed")

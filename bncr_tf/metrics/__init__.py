@@ -3,8 +3,11 @@
 - `fid`: Fréchet distance, KID (unbiased MMD^2), streaming statistics.
 - `inception`: the TTUR Inception graph (cache, one-time download,
   sha256 check, loader).
-- `features`: feature extractors (TTUR Inception, Keras InceptionV3, a
-  random conv net for tests) and batched extraction with progress.
+- `features`: feature extractors (TTUR Inception, Keras InceptionV3, the
+  Fashion-MNIST classifier, a random conv net for tests) and batched
+  extraction with progress.
+- `classifier`: the small Fashion-MNIST classifier whose penultimate
+  features score the offline experiments (tools/train_fmnist_classifier.py).
 - `reference`: cached reference statistics of a data source.
 - `evaluation`: sampling G_x, scoring, metric names, metric-*.jsonl lines.
 - `runner`: what `python -m bncr_tf.evaluate` runs.

@@ -12,7 +12,11 @@ A feature extractor is any callable mapping uint8 images [N, H, W, 3] in
                        comparable with published FIDs;
   keras_inception_v3   keras.applications InceptionV3, global average
                        pool: NOT comparable with published FIDs;
-  random_conv          a fixed random 3-layer conv net: for tests only.
+  random_conv          a fixed random 3-layer conv net: for tests only;
+  classifier           penultimate features of the Fashion-MNIST
+                       classifier of tools/train_fmnist_classifier.py
+                       (`classifier.ClassifierFeatures`): NOT comparable
+                       with published FIDs.
 """
 
 import hashlib
@@ -23,11 +27,12 @@ import time
 import numpy as np
 import tensorflow as tf
 
+from bncr_tf.metrics import classifier as classifier_lib
 from bncr_tf.metrics import fid as fid_lib
 from bncr_tf.metrics import inception
 from bncr_tf.training.config import UserError
 
-EXTRACTORS = ("inception", "keras_inception_v3", "random_conv")
+EXTRACTORS = ("inception", "keras_inception_v3", "random_conv", "classifier")
 KERAS_WEIGHTS_NOTOP = ("inception_v3_weights_tf_dim_ordering_tf_kernels_"
                        "notop.h5")
 
@@ -146,11 +151,13 @@ class KerasInceptionV3:
 
 
 def make_extractor(kind="inception", inception_path=None, keras_weights=None,
-                   cache=None, allow_download=True, seed=0, batch_size=None):
+                   cache=None, allow_download=True, seed=0, batch_size=None,
+                   classifier_path=None):
     """Builds a feature extractor by name (see the module table).
 
     Args:
-      kind: "inception", "keras_inception_v3" or "random_conv".
+      kind: "inception", "keras_inception_v3", "random_conv" or
+        "classifier".
       inception_path: TTUR graph (.pb, .tgz or directory); None searches
         $BNCR_INCEPTION_PATH, the cache, then downloads once.
       keras_weights: path of the Keras notop weights (keras_inception_v3).
@@ -158,6 +165,8 @@ def make_extractor(kind="inception", inception_path=None, keras_weights=None,
       allow_download: allow the one Inception download.
       seed: weights seed of random_conv.
       batch_size: images per network call (None: the extractor's default).
+      classifier_path: classifier.keras (or its directory) written by
+        tools/train_fmnist_classifier.py (classifier).
     Returns:
       The extractor.
     Raises:
@@ -171,6 +180,8 @@ def make_extractor(kind="inception", inception_path=None, keras_weights=None,
         return KerasInceptionV3(keras_weights, **extra)
     if kind == "random_conv":
         return RandomConvFeatures(seed=seed, **extra)
+    if kind == "classifier":
+        return classifier_lib.ClassifierFeatures(classifier_path, **extra)
     raise UserError(f"unknown feature extractor {kind!r}; choose one of "
                     f"{', '.join(EXTRACTORS)}")
 

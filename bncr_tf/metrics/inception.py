@@ -32,7 +32,6 @@ of the project. Every file is checked by sha256 (see `INCEPTION_PB_SHA256`)
 and a mismatch is refused.
 """
 
-import hashlib
 import logging
 import os
 import sys
@@ -44,6 +43,7 @@ import numpy as np
 import tensorflow as tf
 
 from bncr_tf import fileio
+from bncr_tf.fileio import sha256_file  # noqa: F401  (public name)
 from bncr_tf.training.config import UserError
 
 log = logging.getLogger("bncr_tf")
@@ -81,15 +81,6 @@ def cache_dir(path=None):
     path = path or os.environ.get(ENV_CACHE) or os.path.join(
         "~", ".cache", "bncr_tf")
     return os.path.abspath(os.path.expanduser(path))
-
-
-def sha256_file(path, chunk=1 << 20):
-    """Hex sha256 of a file."""
-    digest = hashlib.sha256()
-    with open(path, "rb") as f:
-        for block in iter(lambda: f.read(chunk), b""):
-            digest.update(block)
-    return digest.hexdigest()
 
 
 def _extract_pb(tgz_path, dest):

@@ -120,12 +120,17 @@ class TrainConfig:
                             "run's own data, read clean).")
     fid_extractor: str = _f("inception", "Feature network of FID: "
                             "inception (TTUR, comparable), "
-                            "keras_inception_v3 (not comparable) or "
-                            "random_conv (tests only).",
+                            "keras_inception_v3 (not comparable), "
+                            "random_conv (tests only) or classifier "
+                            "(Fashion-MNIST classifier features, not "
+                            "comparable; needs --classifier_path).",
                             choices=("inception", "keras_inception_v3",
-                                     "random_conv"))
+                                     "random_conv", "classifier"))
     inception_path: str = _f("", "TTUR Inception graph (.pb/.tgz); '' = "
                              "$BNCR_INCEPTION_PATH, the cache, or download.")
+    classifier_path: str = _f("", "classifier.keras (or its directory) of "
+                              "tools/train_fmnist_classifier.py for "
+                              "--fid_extractor=classifier.")
     dry_run: bool = _f(False, "Print the resolved config and stop.")
 
     def resolved_kernel_size(self):

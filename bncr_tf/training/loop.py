@@ -144,7 +144,7 @@ _RESUMABLE_CHANGES = {
     "iterations", "resume", "log_every", "grid_every", "checkpoint_every",
     "keep_checkpoints", "export_at_end", "outdir", "dry_run", "jit_compile",
     "distribute", "fid_every", "fid_samples", "fid_reference",
-    "fid_extractor", "inception_path",
+    "fid_extractor", "inception_path", "classifier_path",
 }
 
 
@@ -163,7 +163,8 @@ class FidTracker:
         self.config, self.run_dir = config, run_dir
         self.extractor = features.make_extractor(
             config.fid_extractor, inception_path=config.inception_path or None,
-            seed=config.seed)
+            seed=config.seed,
+            classifier_path=config.classifier_path or None)
         if config.fid_reference:
             spec, limit, seed = config.fid_reference, None, 0
         else:

@@ -169,6 +169,29 @@ def has_checkpoint(run_dir):
         os.path.join(run_dir, "checkpoints")) is not None
 
 
+def newest_run(outdir, name):
+    """Returns the newest run directory called `name` in `outdir`, or None."""
+    found = [p for _, n, p in _runs(outdir) if n == name]
+    return found[-1] if found else None
+
+
+def last_logged_step(run_dir):
+    """The largest "step" in the run's stats.jsonl (0 if none or no run).
+
+    Lines that do not parse (a write cut by a kill) are skipped.
+    """
+    path = os.path.join(run_dir or "", "stats.jsonl")
+    step = 0
+    if os.path.isfile(path):
+        with open(path) as f:
+            for line in f:
+                try:
+                    step = max(step, int(json.loads(line).get("step", 0)))
+                except (ValueError, AttributeError):
+                    continue
+    return step
+
+
 def find_resumable(outdir, name):
     """Returns the newest run called `name` that has a checkpoint, or None."""
     found = [p for _, n, p in _runs(outdir) if n == name and has_checkpoint(p)]

@@ -1,0 +1,138 @@
+"""The experiment tools of docs/results.md, on tiny data: every number they
+print is computed from runs they train, and a rerun does not retrain."""
+
+import gzip
+import importlib.util
+import json
+import os
+
+import numpy as np
+import pytest
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+
+def _tool(name):
+    spec = importlib.util.spec_from_file_location(
+        name, os.path.join(ROOT, "tools", name + ".py"))
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def test_identification_tool_end_to_end(tmp_path, capsys):
+    tool = _tool("run_identification")
+    out = tmp_path / "ident"
+    argv = [f"--out={out}", "--settings=H,B", "--iterations=3",
+            "--log_every=1", "--checkpoint_every=3", "--samples=256",
+            "--width=8", "--d_batch=8", "--g_batch=8",
+            "--data=builtin:skimage_patches:count=64",
+            "--reference=builtin:skimage_patches:count=64",
+            "--train_flags=--z_dim=16"]
+    assert tool.main(argv) == 0
+    summary = json.loads((out / "summary.json").read_text())
+    rows = {r["setting"]: r for r in summary["rows"]}
+    assert set(rows) == {"H", "B"}
+    # Truth of H: libjpeg qualities drawn uniformly from 60..80 (mean 70,
+    # sd of a 64-image mean ~0.8); of B: disk kernels, entropy > 0.
+    assert abs(rows["H"]["true"] - 70.0) < 3.0
+    assert rows["B"]["true"] > 0.5
+    for row in rows.values():
+        assert row["iterations"] == 3
+        assert row["passes"] == (
+            abs(row["learned"] - row["true"])
+            <= (5.0 if row["stage"] == "jpeg" else 0.2 * row["true"]))
+        assert row["moved_toward_truth"] == (
+            abs(row["learned"] - row["true"])
+            < abs(row["initial"] - row["true"]))
+    # Three steps of Adam at lr 2e-4 barely move G_q: learned ~ initial.
+    assert abs(rows["H"]["learned"] - rows["H"]["initial"]) < 3.0
+    table = (out / "table.md").read_text()
+    assert "| H | crgan | mean q |" in table and "| B | brgan |" in table
+    assert "H vs I" not in table  # no I run, no separation line
+    assert (out / "trajectories.png").stat().st_size > 0
+    for setting in ("H", "B"):
+        assert (out / setting / "report" / "summary.json").is_file()
+        assert "bncr_tf.train" in (out / setting / "command.txt").read_text()
+    capsys.readouterr()
+    # A rerun reuses the finished runs.
+    assert tool.main(argv) == 0
+    assert "already trained" in capsys.readouterr().out
+    assert len(os.listdir(out / "runs")) == 2
+
+
+def test_identification_tool_rejects_unknown_settings(tmp_path, capsys):
+    tool = _tool("run_identification")
+    assert tool.main([f"--out={tmp_path}", "--settings=H,Z"]) == 2
+    assert "unknown settings" in capsys.readouterr().err
+    with pytest.raises(SystemExit, match="bad --variants"):
+        tool.parse_variants("Q:crgan")
+
+
+def test_comparison_runs_and_table():
+    tool = _tool("run_fmnist_comparison")
+    assert tool.parse_runs("N:gan:0,D:brgan:1") == [("N", "gan", 0),
+                                                   ("D", "brgan", 1)]
+    for bad in ("N:gan", "N:gan:x"):
+        with pytest.raises(ValueError, match="SETTING:VARIANT:SEED"):
+            tool.parse_runs(bad)
+    rows = [dict(setting="N", variant="gan", seed=0, name="gan-N-s0",
+                 fid=10.0, iterations=5, seconds=60.0),
+            dict(setting="N", variant="gan", seed=1, name="gan-N-s1",
+                 fid=14.0, iterations=5),
+            dict(setting="D", variant="bncrgan", seed=0, name="bncrgan-D-s0",
+                 fid=3.0, iterations=5, seconds=120.0)]
+    text = tool.table(rows, {"clean": 0.5, "N": 20.0, "D": 7.0},
+                      {"test_accuracy": 0.9156})
+    lines = text.splitlines()
+    assert lines[0] == "| model | (D) | (N) |"
+    # Seeds are averaged, with the single values in brackets.
+    assert "| GAN | – | 12.00 (10.00, 14.00) |" in lines
+    assert "| BNCR-GAN | 3.00 | – |" in lines
+    assert "| *degraded training images* | *7.00* | *20.00* |" in lines
+    assert "91.56 %" in text and "| gan-N-s0 | 5 | 1.0 min | 10.00 |" in lines
+
+
+def _idx(array):
+    header = bytes([0, 0, 0x08, array.ndim]) + b"".join(
+        int(d).to_bytes(4, "big") for d in array.shape)
+    return header + np.ascontiguousarray(array, np.uint8).tobytes()
+
+
+@pytest.mark.slow
+def test_comparison_tool_end_to_end(tmp_path):
+    """Two tiny runs on a fake Fashion-MNIST, the classifier trained by the
+    tool, FIDs on its features."""
+    rng = np.random.default_rng(0)
+    data_dir = tmp_path / "fashion"
+    data_dir.mkdir()
+    for prefix, n in (("train", 400), ("t10k", 300)):
+        labels = np.arange(n) % 10
+        images = rng.integers(0, 30, (n, 28, 28)).astype(np.uint8)
+        for image, label in zip(images, labels):
+            image[4:4 + 2 * label + 4, 4:4 + 2 * label + 4] = 220
+        (data_dir / f"{prefix}-images-idx3-ubyte.gz").write_bytes(
+            gzip.compress(_idx(images)))
+        (data_dir / f"{prefix}-labels-idx1-ubyte").write_bytes(
+            _idx(labels.astype(np.uint8)))
+    tool = _tool("run_fmnist_comparison")
+    out = tmp_path / "cmp"
+    classifier = tmp_path / "clf" / "classifier.keras"
+    assert tool.main([
+        f"--out={out}", "--runs=J:gan:0,J:crgan:0", "--iterations=2",
+        "--log_every=1", "--checkpoint_every=2", "--width=8",
+        "--d_batch=8", "--g_batch=8", "--data_limit=0", "--fid_samples=200",
+        f"--data=fashion_mnist:train:{data_dir}",
+        f"--reference=fashion_mnist:test:{data_dir}",
+        f"--classifier={classifier}", "--jobs=2",
+        "--train_flags=--z_dim=16"]) == 0
+    summary = json.loads((out / "summary.json").read_text())
+    assert [r["name"] for r in summary["rows"]] == ["gan-J-s0", "crgan-J-s0"]
+    assert all(r["fid"] > 0 and r["iterations"] == 2
+               for r in summary["rows"])
+    # Two-step generators are far from the data; clean training images of
+    # the same classes are much closer to the test set.
+    assert summary["data_fids"]["clean"] < min(
+        r["fid"] for r in summary["rows"])
+    assert "J" in summary["data_fids"]
+    assert classifier.is_file() and summary["classifier"]["test_accuracy"]
