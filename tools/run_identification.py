@@ -156,6 +156,13 @@ def analyse(setting, run_dir, args, out):
         row["quantity"] = "mean q"
         row["m_q_mean"] = float(np.mean(learned["m_q"]))
         row["m_q_initial"] = float(np.mean(init["m_q"]))
+        low, high = learned["q"] < 5.0, learned["q"] > 95.0
+        row["fraction_q_below_5"] = float(np.mean(low))
+        row["fraction_q_above_95"] = float(np.mean(high))
+        row["m_q_mean_q_below_5"] = (float(np.mean(learned["m_q"][low]))
+                                     if low.any() else None)
+        row["m_q_mean_q_above_95"] = (float(np.mean(learned["m_q"][high]))
+                                      if high.any() else None)
         row["learned_p5_p50_p95"] = [float(v) for v in np.percentile(
             learned["q"], [5, 50, 95])]
         row["true_p5_p50_p95"] = [float(v) for v in np.percentile(
