@@ -131,12 +131,11 @@ def _conv_flops(op):
         out = op.outputs[0].shape
         kernel = op.inputs[1].shape
         return 2 * out.num_elements() * kernel[0] * kernel[1] * kernel[2]
-    if t == "Conv2DBackpropInput":
-        kernel = op.inputs[1].shape
-        grad = op.inputs[2].shape
-        return 2 * grad.num_elements() * kernel[0] * kernel[1] * kernel[2]
-    if t == "Conv2DBackpropFilter":
-        kernel = op.outputs[0].shape
+    if t in ("Conv2DBackpropInput", "Conv2DBackpropFilter"):
+        # inputs[2] is the output gradient; the filter is an input of the
+        # first and the output of the second.
+        kernel = (op.inputs[1] if t == "Conv2DBackpropInput"
+                  else op.outputs[0]).shape
         grad = op.inputs[2].shape
         return 2 * grad.num_elements() * kernel[0] * kernel[1] * kernel[2]
     if t == "DepthwiseConv2dNative":

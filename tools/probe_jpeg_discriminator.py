@@ -42,21 +42,22 @@ def probe(q_fake, args, real_u8, ref_u8):
     from bncr_tf import losses
     from bncr_tf.degradations import jpeg
     from bncr_tf.networks import Discriminator
+    from bncr_tf.networks.reference_images import ReferenceImages
 
     keras.utils.set_random_seed(args.seed)
     D = Discriminator(resolution=args.resolution, width=args.width)
     D(tf.zeros([2, args.resolution, args.resolution, 3]))
     opt = keras.optimizers.Adam(args.lr, beta_1=0.0, beta_2=0.99)
-    ref = tf.constant(ref_u8)
+    g_x = ReferenceImages(ref_u8)  # calibration mode's G_x
     real = tf.constant(real_u8)
 
     @tf.function
-    def step(real_idx, ref_idx, seed):
+    def step(real_idx, seed):
         reals = data.dequantize(tf.gather(real, real_idx), seed)
-        x = (tf.cast(tf.gather(ref, ref_idx), tf.float32) + 0.5) / 128.0
-        x01 = x / 2.0  # (u8 + 0.5) / 256, as ReferenceImages -> [0, 1]
+        x = g_x(tf.random.stateless_normal(
+            [tf.shape(real_idx)[0], 1], seed + [1, 0]))
         fakes = 2.0 * jpeg.diff_jpeg(
-            x01, tf.fill([tf.shape(x01)[0]], float(q_fake))) - 1.0
+            (x + 1.0) / 2.0, tf.fill([tf.shape(x)[0]], float(q_fake))) - 1.0
         with tf.GradientTape() as tape:
             with tf.GradientTape() as r1_tape:
                 r1_tape.watch(reals)
@@ -80,7 +81,6 @@ def probe(q_fake, args, real_u8, ref_u8):
     started = time.time()
     for i in range(1, args.steps + 1):
         loss, acc = step(rng.integers(0, len(real_u8), args.batch),
-                         rng.integers(0, len(ref_u8), args.batch),
                          tf.constant([args.seed, i], tf.int64))
         window_loss.append(float(loss))
         window_acc.append(float(acc))
