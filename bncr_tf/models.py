@@ -49,7 +49,8 @@ def build_generators(config, name_suffix=""):
                                       name="G_x" + name_suffix)
     gens = synthesis.Generators(
         G_x=g_x, variant=v, noise_prior=v.noise_prior,
-        rounding=config.rounding)
+        rounding=config.rounding, jpeg_storage=config.jpeg_storage,
+        quality_gradient=config.quality_gradient)
     if v.blur == variants_lib.LEARNED:
         gens.G_k = networks.KernelGenerator(
             kernel_size=k, z_dim=z, use_mask=v.blur_mask,
@@ -114,7 +115,8 @@ def _build(gens, config):
 def build_discriminator(config):
     """Builds D for the config's resolution and width."""
     d = networks.Discriminator(resolution=config.resolution,
-                               width=config.width, name="D")
+                               width=config.width,
+                               highpass=config.d_highpass, name="D")
     d.build((None, config.resolution, config.resolution, 3))
     return d
 

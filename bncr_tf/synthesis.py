@@ -36,6 +36,10 @@ class Generators:
       noise_prior: prior applied to G_n's output.
       ambient: for AmbientGAN, (setting, kernel bank [n, K, K]); else None.
       rounding: rounding mode of the differentiable JPEG psi^g.
+      jpeg_storage: model libjpeg's 8-bit sample storage in psi^g and
+        dequantise its output as the real data are (see `degrade`).
+      quality_gradient: how psi^g differentiates q ("analytic" or "fd",
+        see `jpeg.diff_jpeg`).
     """
 
     G_x: object
@@ -46,6 +50,8 @@ class Generators:
     noise_prior: str = "none"
     ambient: tuple = None
     rounding: str = "ste"
+    jpeg_storage: bool = False
+    quality_gradient: str = "analytic"
 
     def models(self):
         """{name: model} of the networks that exist (for checkpoints/EMA)."""
@@ -195,12 +201,21 @@ def degrade(gens, x, latents, seed, with_aux=False):
         out.update(q=true.quality, m_q=true.jpeg_mask)
     if "q" in out:
         m_q = out["m_q"][:, None, None, None]
-        psi = jpeg_lib.diff_jpeg(u, out["q"], rounding=gens.rounding)
+        psi = jpeg_lib.diff_jpeg(u, out["q"], rounding=gens.rounding,
+                                 sample_rounding=gens.jpeg_storage,
+                                 quality_gradient=gens.quality_gradient)
+        if gens.jpeg_storage:
+            # The reals are decoded to uint8 and dequantised (data.dequantize:
+            # v = 2 (u8/255 * 255/256 - 1/2) + U(0, 1/128)); psi's output is
+            # now u8/255, so give it the same map and noise, in [0, 1] units.
+            psi = psi * (255.0 / 256.0) + tf.random.stateless_uniform(
+                tf.shape(psi), seeds[2]) / 256.0
         u = m_q * psi + (1.0 - m_q) * u
         if with_aux:
             x01 = (x + 1.0) / 2.0
             out["x_comp"] = 2.0 * jpeg_lib.diff_jpeg(
-                x01, out["q"], rounding=gens.rounding) - 1.0
+                x01, out["q"], rounding=gens.rounding,
+                sample_rounding=gens.jpeg_storage) - 1.0
 
     # y = x + 2 (u - u0) rather than 2 u - 1: bit-exact y = x when every
     # stage is bypassed (m_k = 0, no noise, m_q = 0).

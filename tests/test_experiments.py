@@ -69,6 +69,59 @@ def test_identification_tool_rejects_unknown_settings(tmp_path, capsys):
         tool.parse_variants("Q:crgan")
 
 
+def test_jpeg_ablation_configs_rows_and_errors(tmp_path, capsys):
+    tool = _tool("run_jpeg_ablation")
+    full = set(tool.CONFIGS["all"])
+    assert len(full) == 4 and tool.CONFIGS["paper"] == []
+    for name in ("no_storage", "no_highpass", "analytic"):
+        assert len(full - set(tool.CONFIGS[name])) == 1, name
+    assert "--r1_weight=10" in tool.CONFIGS["r1_10"]
+    # A finished configuration's summary becomes one row.
+    rows = [{"setting": "H", "true": 70.0, "initial": 91.0,
+             "learned": 63.0},
+            {"setting": "I", "true": 90.0, "initial": 91.0,
+             "learned": 88.0}]
+    (tmp_path / "all").mkdir()
+    (tmp_path / "all" / "summary.json").write_text(
+        json.dumps({"rows": rows}))
+    row = tool.row_of("all", str(tmp_path))
+    assert row["H_moved_toward_truth"] == pytest.approx(21.0 - 7.0)
+    assert row["I_minus_H"] == pytest.approx(25.0)
+    assert row["fast_test_holds"]
+    rows[0]["learned"] = 52.0  # moved 21 -> 18: only 3 toward the truth
+    (tmp_path / "all" / "summary.json").write_text(
+        json.dumps({"rows": rows}))
+    assert not tool.row_of("all", str(tmp_path))["fast_test_holds"]
+    assert tool.main([f"--out={tmp_path}", "--configs=all,bogus"]) == 2
+    assert "unknown configurations" in capsys.readouterr().err
+
+
+def test_jpeg_probe_tool_tiny(tmp_path, capsys):
+    tool = _tool("probe_jpeg_discriminator")
+    out = tmp_path / "probe.json"
+    base = ["--steps=2", "--log_every=1", "--width=8", "--batch=8",
+            "--data=builtin:skimage_patches:count=64",
+            "--reference=builtin:skimage_patches:count=64",
+            "--grad_qualities=40,100", f"--out={out}"]
+    assert tool.main(base + ["--q_fake=true,100", "--d_highpass=5",
+                             "--jpeg_storage", "--r1_weight=0"]) == 0
+    result = json.loads(out.read_text())
+    assert set(result["curves"]) == {"true", "100"}
+    assert abs(result["true_mean_q"] - 70.0) < 3.0
+    for curve in result["curves"].values():
+        assert [p["step"] for p in curve] == [1, 2]
+        assert all(0.0 <= p["accuracy"] <= 1.0 for p in curve)
+    for rows in result["gradient_check"].values():
+        assert [r["q"] for r in rows] == [40.0, 100.0]
+        for r in rows:
+            assert all(np.isfinite(r[k]) for k in
+                       ("analytic", "fd", "finite_difference"))
+    capsys.readouterr()
+    # Qualities "drawn from the setting" need a setting that compresses.
+    assert tool.main(base + ["--q_fake=true", "--setting=B"]) == 2
+    assert "--q_fake=true" in capsys.readouterr().err
+
+
 def test_comparison_runs_and_table():
     tool = _tool("run_fmnist_comparison")
     assert tool.parse_runs("N:gan:0,D:brgan:1") == [("N", "gan", 0),

@@ -467,6 +467,76 @@ def test_output_clip_gradient_matches_clip_by_value():
                                   tape.gradient(b, v).numpy())
 
 
+# --------------------------------------------------------------------------
+# 8-bit sample rounding and the finite-difference quality gradient.
+# --------------------------------------------------------------------------
+
+
+def test_sample_rounding_is_8bit_and_closer_to_libjpeg(views):
+    """sample_rounding=True: the output is on the 8-bit grid, and more of
+    its pixels equal the Pillow (libjpeg) decode than without it."""
+    u8 = views[32]
+    x = tf.constant(u8, tf.float32) / 255.0
+    for q in (30, 60, 80, 95):
+        ref = np.stack([_pillow_jpeg(im, q) for im in u8]).astype(np.int64)
+        plain = jpeg.diff_jpeg(x, float(q)).numpy() * 255.0
+        stored = jpeg.diff_jpeg(x, float(q), sample_rounding=True).numpy()
+        stored = stored * 255.0
+        np.testing.assert_allclose(stored, np.round(stored), atol=2e-3)
+        same_plain = np.mean(np.round(plain) == ref)
+        same_stored = np.mean(np.round(stored) == ref)
+        assert same_stored > same_plain + 0.02, (q, same_plain, same_stored)
+        assert _psnr(stored / 255.0, ref / 255.0) >= _psnr(
+            plain / 255.0, ref / 255.0), q
+
+
+def test_sample_rounding_gradients_are_straight_through(views):
+    x = tf.constant(views[32][:3], tf.float32) / 255.0
+    q = tf.constant([40.0, 70.0, 95.0])
+    with tf.GradientTape() as tape:
+        tape.watch([x, q])
+        y = jpeg.diff_jpeg(x, q, sample_rounding=True)
+        loss = tf.reduce_sum(y * y)
+    gx, gq = tape.gradient(loss, [x, q])
+    assert np.all(np.isfinite(gx.numpy())) and np.all(np.isfinite(gq.numpy()))
+    assert np.abs(gx.numpy()).max() > 0 and np.all(gq.numpy() != 0)
+
+
+def test_fd_quality_gradient_is_the_central_difference(views):
+    """quality_gradient="fd": same forward value and image gradient as
+    "analytic"; d/dq of a linear read-out is the central difference of
+    the float64 reference psi over [q - 5, q + 5] clipped to [1, 100]."""
+    u8 = views[32][:4]
+    x = tf.constant(u8, tf.float32) / 255.0
+    qs = np.array([3.0, 40.0, 75.0, 98.0], np.float32)
+    q = tf.constant(qs)
+    w = np.random.default_rng(4).standard_normal(u8.shape).astype(np.float32)
+    out = {}
+    for mode in jpeg.QUALITY_GRADIENTS:
+        with tf.GradientTape() as tape:
+            tape.watch([x, q])
+            y = jpeg.diff_jpeg(x, q, quality_gradient=mode)
+            loss = tf.reduce_sum(w * y)
+        out[mode] = (y.numpy(),) + tuple(
+            g.numpy() for g in tape.gradient(loss, [x, q]))
+    np.testing.assert_array_equal(out["fd"][0], out["analytic"][0])
+    np.testing.assert_allclose(out["fd"][1], out["analytic"][1], atol=1e-6)
+    for i, qi in enumerate(qs):
+        hi, lo = min(qi + 5.0, 100.0), max(qi - 5.0, 1.0)
+        diff = _ref_psi(u8[i], int(hi)) - _ref_psi(u8[i], int(lo))
+        want = np.sum(w[i] * diff) / (hi - lo)
+        np.testing.assert_allclose(out["fd"][2][i], want, rtol=2e-3,
+                                   atol=2e-3)
+
+
+def test_bad_quality_gradient_arguments_raise():
+    x = tf.zeros([1, 16, 16, 3])
+    with pytest.raises(ValueError, match="quality_gradient"):
+        jpeg.diff_jpeg(x, 50.0, quality_gradient="spsa")
+    with pytest.raises(ValueError, match="fd_step"):
+        jpeg.diff_jpeg(x, 50.0, quality_gradient="fd", fd_step=0.0)
+
+
 def test_unknown_rounding_raises():
     x = tf.zeros([1, 16, 16, 3])
     with pytest.raises(ValueError):

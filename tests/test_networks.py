@@ -205,6 +205,46 @@ def test_tiny_generator_and_discriminator_match_numpy():
     np.testing.assert_allclose(logits, ref, atol=1e-5)
 
 
+def test_highpass_discriminator_matches_numpy():
+    """highpass=s: D scores concat(y, s * HP(y)); HP is checked against
+    scipy's correlate with zero padding, the rest against the numpy D."""
+    import scipy.ndimage
+    from bncr_tf.networks import discriminator as disc
+    taps = np.array([[-1, 2, -1], [2, -4, 2], [-1, 2, -1]]) / 4.0
+    y = _normal(3, 16, 16, 3, seed=4)
+    hp_ref = np.stack([
+        np.stack([scipy.ndimage.correlate(y[b, :, :, c].astype(np.float64),
+                                          taps, mode="constant")
+                  for c in range(3)], axis=-1) for b in range(3)])
+    np.testing.assert_allclose(np.asarray(disc.highpass_residual(y)),
+                               hp_ref, atol=1e-5)
+    flat = np.full((1, 16, 16, 3), 0.3, np.float32)
+    np.testing.assert_allclose(
+        np.asarray(disc.highpass_residual(flat))[:, 1:-1, 1:-1], 0.0,
+        atol=1e-6)
+
+    d = N.Discriminator(resolution=16, width=4, highpass=5.0)
+    logits = np.asarray(d(y))
+    h = np.concatenate([y.astype(np.float64), 5.0 * hp_ref], axis=-1)
+    for block in d.blocks:
+        h = np_down_block(h, block)
+    ref = np_dense(relu(h).mean(axis=(1, 2)), d.head)[:, 0]
+    np.testing.assert_allclose(logits, ref, atol=1e-4)
+    # Only the first block's input side grows (3 -> 6 input channels).
+    plain = N.Discriminator(resolution=16, width=4)
+    plain(y)
+    first = [w.shape for w in d.blocks[0].weights]
+    assert [w.shape for w in plain.blocks[0].weights] != first
+    assert d.count_params() > plain.count_params()
+    assert sum(int(np.prod(w.shape)) for b in d.blocks[1:]
+               for w in b.weights) == sum(
+        int(np.prod(w.shape)) for b in plain.blocks[1:] for w in b.weights)
+    clone = N.Discriminator.from_config(d.get_config())
+    assert clone.highpass == 5.0
+    with pytest.raises(ValueError, match="highpass"):
+        N.Discriminator(resolution=16, width=4, highpass=-1.0)
+
+
 # --- shapes, dtypes, ranges -------------------------------------------------
 
 @pytest.mark.parametrize("resolution,width,kernel_size", [
@@ -353,9 +393,10 @@ def test_mixed_bfloat16_policy(bf16_policy):
             N.NoiseGenerator(resolution=16, width=8, prior="camera",
                              implicit=True),
             N.KernelGenerator(kernel_size=7, hidden=16),
-            N.QualityGenerator(hidden=16)]
+            N.QualityGenerator(hidden=16),
+            N.Discriminator(resolution=16, width=8, highpass=20.0)]
     outputs = [nets[0](z), nets[1](_normal(2, 16, 16, 3)), nets[2](z, z),
-               nets[3](z), nets[4](z)]
+               nets[3](z), nets[4](z), nets[5](_normal(2, 16, 16, 3))]
     for net, out in zip(nets, outputs):
         assert net.dtype_policy.name == "mixed_bfloat16"
         assert all(v.dtype == "float32" for v in net.weights)

@@ -74,6 +74,59 @@ def test_zero_jpeg_mask_gives_y_equal_x_exactly():
     np.testing.assert_allclose(out["y"].numpy(), want.numpy(), atol=1e-5)
 
 
+def test_jpeg_storage_fakes_are_dequantised_8bit_jpeg():
+    """--jpeg_storage: a compressed fake is (c + u) / 128 - 1 with c the
+    8-bit output of psi^g (sample rounding) and u ~ U(0, 1), exactly the
+    form data.dequantize gives the reals; masks still blend."""
+    x = _image(batch=2)
+    q = [55.0, 85.0]
+    gens = synthesis.Generators(
+        G_x=None, G_q=_Fixed(q=q, m_q=[1.0, 1.0]),
+        variant=variants.get_variant("crgan"), jpeg_storage=True)
+    y = synthesis.degrade(gens, x, _latents(2), [3, 0])["y"].numpy()
+    c = np.round(255.0 * jpeg_lib.diff_jpeg(
+        (x + 1) / 2, q, sample_rounding=True).numpy())
+    u = (y.astype(np.float64) + 1.0) * 128.0 - c
+    assert u.min() > -1e-3 and u.max() < 1.0 + 1e-3, (u.min(), u.max())
+    assert abs(u.mean() - 0.5) < 0.02 and abs(u.std() - 12 ** -0.5) < 0.02
+    # Another seed draws other dequantisation noise, same 8-bit image.
+    y2 = synthesis.degrade(gens, x, _latents(2), [4, 0])["y"].numpy()
+    assert np.abs(y2 - y).max() > 1e-3
+    u2 = (y2.astype(np.float64) + 1.0) * 128.0 - c
+    assert u2.min() > -1e-3 and u2.max() < 1.0 + 1e-3
+    # m_q = 0 still bypasses compression (and storage) exactly.
+    gens.G_q = _Fixed(q=q, m_q=[0.0, 0.0])
+    out = synthesis.degrade(gens, x, _latents(2), [3, 0])
+    np.testing.assert_array_equal(out["y"].numpy(), x.numpy())
+
+
+def test_fd_quality_gradient_reaches_g_q():
+    """quality_gradient="fd" changes only d y / d q, to the central
+    difference of psi^g; the forward pass is the analytic one's."""
+    x = _image(batch=2)
+    q = tf.constant([55.0, 85.0])
+    w = tf.random.stateless_normal(x.shape, [5, 0])
+    grads, ys = {}, {}
+    for mode in ("analytic", "fd"):
+        gens = synthesis.Generators(
+            G_x=None, G_q=lambda z, q=q: {"q": q, "m_q": tf.ones([2])},
+            variant=variants.get_variant("crgan_nomask"),
+            quality_gradient=mode)
+        with tf.GradientTape() as tape:
+            tape.watch(q)
+            ys[mode] = synthesis.degrade(gens, x, _latents(2), [0, 0])["y"]
+            loss = tf.reduce_sum(w * ys[mode])
+        grads[mode] = tape.gradient(loss, q).numpy()
+    np.testing.assert_array_equal(ys["fd"].numpy(), ys["analytic"].numpy())
+    x01 = (x + 1) / 2
+    for i in range(2):
+        hi = 2 * jpeg_lib.diff_jpeg(x01[i:i + 1], q[i] + 5.0) - 1
+        lo = 2 * jpeg_lib.diff_jpeg(x01[i:i + 1], q[i] - 5.0) - 1
+        want = float(tf.reduce_sum(w[i:i + 1] * (hi - lo))) / 10.0
+        np.testing.assert_allclose(grads["fd"][i], want, rtol=1e-4,
+                                   atol=1e-4)
+
+
 def test_zero_kernel_mask_gives_identity_kernel_and_unblurred_image():
     from bncr_tf.networks import compose_kernel
     k_hat = tf.nn.softmax(tf.random.normal([2, 49]), -1)

@@ -59,6 +59,9 @@ _CHROMA_BASE = np.array([
 ], dtype=np.float32)
 
 ROUNDING_MODES = ("ste", "cubic", "sin", "none")
+# How psi^g differentiates with respect to q: through the rounding rule
+# ("analytic") or by a central finite difference of its output ("fd").
+QUALITY_GRADIENTS = ("analytic", "fd")
 
 # JFIF full-range RGB -> YCbCr on [0, 255], without the +128 chroma offsets.
 _RGB_TO_YCC = np.array([
@@ -333,7 +336,18 @@ def _pad_to_multiple(x, multiple):
     return x
 
 
-def diff_jpeg(images, quality, rounding="ste"):
+def _round_ste(v):
+    """round(v) forward, identity gradient (8-bit sample rounding)."""
+    return v + tf.stop_gradient(tf.round(v) - v)
+
+
+def _clip_ste(v, lo, hi):
+    """clip(v, lo, hi) forward, identity gradient."""
+    return v + tf.stop_gradient(tf.clip_by_value(v, lo, hi) - v)
+
+
+def diff_jpeg(images, quality, rounding="ste", sample_rounding=False,
+              quality_gradient="analytic", fd_step=5.0):
     """Differentiable JPEG psi^g(x, q) (spec section 4.2).
 
     Steps: JFIF full-range RGB -> YCbCr on [0, 255]; 4:2:0 chroma by 2x2
@@ -358,6 +372,23 @@ def diff_jpeg(images, quality, rounding="ste"):
         quality: [B] float libjpeg quality in [0, 100] (clamped to
             [1, 100] for the tables); a scalar is broadcast.
         rounding: one of `ROUNDING_MODES`.
+        sample_rounding: if True, also model libjpeg's 8-bit sample
+            storage: the input is rounded to integers on [0, 255], the
+            YCbCr planes are rounded after the colour transform and after
+            chroma downsampling, the decoded planes are rounded and clamped
+            to [0, 255] after the inverse DCT and after upsampling, and the
+            RGB output is rounded (so output * 255 is an integer). Every
+            one of these roundings has an identity gradient (straight
+            through), so gradients are those of the default pipeline up to
+            the clamps. Off by default (spec section 4.2 pipeline).
+        quality_gradient: "analytic" differentiates q through the rounding
+            rule. "fd" keeps the same forward value and image gradient but
+            gives q the central finite difference
+            (psi(x, q + d) - psi(x, q - d)) / 2d per image (d = `fd_step`,
+            the interval clipped to [1, 100]); two extra forward passes.
+            With "ste" the analytic q-gradient of a discriminator's logit
+            can have the wrong sign (docs/results.md measures it).
+        fd_step: d of the "fd" quality gradient, in quality units (> 0).
 
     Returns:
         [B, H, W, 3] float32 in [0, 1]. Differentiable with respect to
@@ -371,6 +402,26 @@ def diff_jpeg(images, quality, rounding="ste"):
         raise ValueError(
             f"unknown rounding {rounding!r}; expected one of "
             f"{ROUNDING_MODES}")
+    if quality_gradient not in QUALITY_GRADIENTS:
+        raise ValueError(
+            f"unknown quality_gradient {quality_gradient!r}; expected one "
+            f"of {QUALITY_GRADIENTS}")
+    if quality_gradient == "fd":
+        if not fd_step > 0:
+            raise ValueError(f"fd_step must be > 0, got {fd_step}")
+        x = tf.convert_to_tensor(images)
+        q = tf.broadcast_to(tf.cast(quality, tf.float32), tf.shape(x)[:1])
+        q_fixed = tf.stop_gradient(q)
+        out = diff_jpeg(x, q_fixed, rounding, sample_rounding)
+        q_hi = tf.minimum(q_fixed + fd_step, 100.0)
+        q_lo = tf.maximum(q_fixed - fd_step, 1.0)
+        x_fixed = tf.stop_gradient(x)
+        slope = tf.stop_gradient(
+            (diff_jpeg(x_fixed, q_hi, rounding, sample_rounding)
+             - diff_jpeg(x_fixed, q_lo, rounding, sample_rounding))
+            / (q_hi - q_lo)[:, None, None, None])
+        # Zero in the forward pass; d out / d q = slope.
+        return out + slope * (q - q_fixed)[:, None, None, None]
     x = tf.convert_to_tensor(images)
     if x.dtype != tf.float32:
         x = tf.cast(x, tf.float32)
@@ -385,22 +436,31 @@ def diff_jpeg(images, quality, rounding="ste"):
     q = tf.broadcast_to(
         tf.cast(quality, tf.float32), tf.shape(x)[:1])
     luma_t, chroma_t = quality_tables(q)
+    # Identity unless sample_rounding: 8-bit rounding of centred samples.
+    if sample_rounding:
+        r8 = _round_ste
+        x = _round_ste(x * 255.0) / 255.0
+    else:
+        r8 = tf.identity
 
     # Forward colour transform on [0, 255] (the 255 is folded into the
     # matrix). It has no +128 chroma offsets, so after the -128 level shift
     # of Y all three planes are centred.
-    y = tf.einsum("bhwc,dc->bhwd", x, 255.0 * _RGB_TO_YCC[:1]) - 128.0
-    cbcr = tf.nn.avg_pool2d(
-        tf.einsum("bhwc,dc->bhwd", x, 255.0 * _RGB_TO_YCC[1:]), 2, 2,
-        "VALID")
+    y = r8(tf.einsum("bhwc,dc->bhwd", x, 255.0 * _RGB_TO_YCC[:1])) - 128.0
+    cbcr = r8(tf.nn.avg_pool2d(
+        r8(tf.einsum("bhwc,dc->bhwd", x, 255.0 * _RGB_TO_YCC[1:])), 2, 2,
+        "VALID"))
 
     y_rec = _quantise_planes(y, luma_t, rounding)
     c_rec = _quantise_planes(cbcr, chroma_t, rounding)
-    c_up = tf.image.resize(c_rec, tf.shape(x)[1:3], method="bilinear")
+    if sample_rounding:
+        y_rec = _clip_ste(r8(y_rec), -128.0, 127.0)
+        c_rec = _clip_ste(r8(c_rec), -128.0, 127.0)
+    c_up = r8(tf.image.resize(c_rec, tf.shape(x)[1:3], method="bilinear"))
 
     # (Y - 128, Cb - 128, Cr - 128) -> RGB; Y enters every channel with
     # weight 1. Then +128, /255 and clip.
-    rgb = y_rec + tf.einsum("bhwd,cd->bhwc", c_up, _YCC_TO_RGB[:, 1:])
+    rgb = r8(y_rec + tf.einsum("bhwd,cd->bhwc", c_up, _YCC_TO_RGB[:, 1:]))
     out = _clip_unit((rgb + 128.0) / 255.0)
     if needs_pad:
         out = out[:, :h, :w, :]

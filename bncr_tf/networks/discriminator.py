@@ -1,9 +1,27 @@
 """D: the ResNet discriminator of NR-GAN, generalised to any resolution."""
 
 import keras
+import numpy as np
 from keras import ops
 
 from bncr_tf.networks import layers as L
+
+
+HIGHPASS_TAPS = np.array([[-1, 2, -1], [2, -4, 2], [-1, 2, -1]],
+                         np.float32) / 4.0
+
+
+def highpass_residual(y):
+    """Per-channel 3x3 high-pass of images [B, H, W, C] (zero padding).
+
+    The filter `HIGHPASS_TAPS` (a second-order residual used in image
+    forensics) sums to zero, so flat regions map to 0 and what remains is
+    texture, edges, JPEG blocking and ringing, and noise.
+    """
+    channels = y.shape[-1]
+    kernel = np.tile(HIGHPASS_TAPS[:, :, None, None], (1, 1, channels, 1))
+    return ops.depthwise_conv(y, ops.cast(kernel, y.dtype), 1,
+                              padding="same")
 
 
 @keras.saving.register_keras_serializable(package="bncr_tf")
@@ -32,6 +50,13 @@ class Discriminator(keras.Model):
         4, 8, ..., R; None for the default schedule.
       in_channels: input channels (3 for RGB images).
       residual_factor: residual branch scale (0.1).
+      highpass: 0 (NR-GAN's D) or a scale s > 0: D then sees
+        concat(y, s * HP(y)), where HP is a fixed per-channel 3x3
+        high-pass filter ([[-1, 2, -1], [2, -4, 2], [-1, 2, -1]] / 4, zero
+        padding), so the first block has 2 * in_channels inputs. A
+        [choice] outside the paper: it exposes JPEG blocking and ringing,
+        which NR-GAN's D does not pick up in short runs
+        (docs/results.md).
       **kwargs: standard `keras.Model` arguments (name, dtype).
 
     Example:
@@ -40,7 +65,8 @@ class Discriminator(keras.Model):
     """
 
     def __init__(self, resolution=32, width=128, channel_multipliers=None,
-                 in_channels=3, residual_factor=L.RESIDUAL_FACTOR, **kwargs):
+                 in_channels=3, residual_factor=L.RESIDUAL_FACTOR,
+                 highpass=0.0, **kwargs):
         super().__init__(**kwargs)
         L.check_resolution(resolution, 16)
         self.resolution = resolution
@@ -50,6 +76,9 @@ class Discriminator(keras.Model):
             else tuple(float(m) for m in channel_multipliers))
         self.in_channels = in_channels
         self.residual_factor = residual_factor
+        if highpass < 0:
+            raise ValueError(f"highpass must be >= 0, got {highpass}")
+        self.highpass = float(highpass)
         self.channels = L.stage_channels(resolution, width,
                                          self.channel_multipliers)
         policy = self.dtype_policy
@@ -74,7 +103,7 @@ class Discriminator(keras.Model):
         if self.built:
             return
         r = self.resolution
-        shape = (None, r, r, self.in_channels)
+        shape = (None, r, r, self.in_channels * (2 if self.highpass else 1))
         for block in self.blocks:
             L.build_layer(block, shape)
             shape = block.compute_output_shape(shape)
@@ -90,6 +119,9 @@ class Discriminator(keras.Model):
           logits [B] float32 (float64 under a float64 policy).
         """
         h = y
+        if self.highpass:
+            h = ops.concatenate(
+                [y, self.highpass * highpass_residual(y)], axis=-1)
         for block in self.blocks:
             h = block(h)
         h = ops.mean(ops.relu(h), axis=(1, 2))
@@ -102,5 +134,5 @@ class Discriminator(keras.Model):
             resolution=self.resolution, width=self.width,
             channel_multipliers=self.channel_multipliers,
             in_channels=self.in_channels,
-            residual_factor=self.residual_factor)
+            residual_factor=self.residual_factor, highpass=self.highpass)
         return config

@@ -62,6 +62,23 @@ class TrainConfig:
     rounding: str = _f("ste", "Rounding of the differentiable JPEG: ste, "
                        "cubic, sin or none.",
                        choices=("ste", "cubic", "sin", "none"))
+    jpeg_storage: bool = _f(False, "Compressed fakes model libjpeg's 8-bit "
+                            "storage like the reals: psi^g rounds its "
+                            "samples to 8 bits (straight-through) and its "
+                            "output is dequantised as the data are "
+                            "([choice], docs/results.md).")
+
+    quality_gradient: str = _f("analytic", "How psi^g differentiates the "
+                               "JPEG quality q: analytic (through the "
+                               "rounding rule) or fd (central finite "
+                               "difference over +-5, [choice], "
+                               "docs/results.md).",
+                               choices=("analytic", "fd"))
+    d_highpass: float = _f(0.0, "0 = NR-GAN's D; s > 0 also feeds D s times "
+                           "a fixed 3x3 high-pass of its input, which "
+                           "exposes JPEG artefacts ([choice], "
+                           "docs/results.md; 20 in Experiment 1).",
+                           lower=0.0)
 
     # Losses.
     r1_weight: float = _f(10.0, "R1 weight (NR-GAN convention, no 1/2).",
