@@ -91,7 +91,6 @@ def probe(q_fake, args, real_u8, ref_u8, true_q):
     import keras
     from bncr_tf import data
     from bncr_tf import losses
-    from bncr_tf.degradations import jpeg
     from bncr_tf.networks import Discriminator
     from bncr_tf.networks.reference_images import ReferenceImages
 
