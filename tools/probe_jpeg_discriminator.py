@@ -46,15 +46,17 @@ import tensorflow as tf  # noqa: E402
 
 
 def fake_images(x, q, jpeg_storage, seed, quality_gradient="analytic"):
-    """psi^g of clean images x in [-1, 1] at qualities q, as the G step
-    makes them (with --jpeg_storage: 8-bit samples and dequantisation)."""
-    from bncr_tf.degradations import jpeg
-    psi = jpeg.diff_jpeg((x + 1.0) / 2.0, q, sample_rounding=jpeg_storage,
-                         quality_gradient=quality_gradient)
-    if jpeg_storage:
-        psi = psi * (255.0 / 256.0) + tf.random.stateless_uniform(
-            tf.shape(psi), seed) / 256.0
-    return 2.0 * psi - 1.0
+    """The compressed fakes of the G step: `synthesis.degrade` of clean
+    images x in [-1, 1] at fixed qualities q (CR-GAN, mask on), with the
+    --jpeg_storage and --quality_gradient [choice]s of training."""
+    from bncr_tf import synthesis
+    from bncr_tf import variants
+    gens = synthesis.Generators(
+        G_x=None, G_q=lambda z: {"q": q, "m_q": tf.ones_like(q)},
+        variant=variants.get_variant("crgan_nomask"),
+        jpeg_storage=jpeg_storage, quality_gradient=quality_gradient)
+    latents = {"z_q": tf.zeros([tf.shape(x)[0], 1])}
+    return synthesis.degrade(gens, x, latents, seed)["y"]
 
 
 def gradient_check(D, x, args):

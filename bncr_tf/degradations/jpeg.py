@@ -436,12 +436,14 @@ def diff_jpeg(images, quality, rounding="ste", sample_rounding=False,
     q = tf.broadcast_to(
         tf.cast(quality, tf.float32), tf.shape(x)[:1])
     luma_t, chroma_t = quality_tables(q)
-    # Identity unless sample_rounding: 8-bit rounding of centred samples.
+    # 8-bit rounding of (centred) samples with sample_rounding; otherwise
+    # a plain pass-through that adds no op to the graph.
     if sample_rounding:
         r8 = _round_ste
         x = _round_ste(x * 255.0) / 255.0
     else:
-        r8 = tf.identity
+        def r8(v):
+            return v
 
     # Forward colour transform on [0, 255] (the 255 is folded into the
     # matrix). It has no +128 chroma offsets, so after the -128 level shift

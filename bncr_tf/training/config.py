@@ -67,7 +67,6 @@ class TrainConfig:
                             "samples to 8 bits (straight-through) and its "
                             "output is dequantised as the data are "
                             "([choice], docs/results.md).")
-
     quality_gradient: str = _f("analytic", "How psi^g differentiates the "
                                "JPEG quality q: analytic (through the "
                                "rounding rule) or fd (central finite "
