@@ -199,27 +199,38 @@ def ac_weight_comp(q, mu_q=MU_Q):
     return tf.exp(-mu_q * (100.0 - q) / 100.0)
 
 
-def _weighted_consistency(x, x_degraded, weights):
-    """Batch mean of sg(weights) * mean_pixels (x - sg(x_degraded))^2."""
+AC_REDUCTIONS = ("sum", "mean")
+
+
+def _weighted_consistency(x, x_degraded, weights, reduction):
+    """Batch mean of sg(weights) * ||x - sg(x_degraded)||^2.
+
+    reduction "sum": the squared norm of eqs. 7-8 (summed over pixels and
+    channels); "mean": averaged over them instead (H W C times smaller).
+    """
+    if reduction not in AC_REDUCTIONS:
+        raise ValueError(f"unknown AC reduction {reduction!r}; expected one "
+                         f"of {AC_REDUCTIONS}")
     x = _f32(x)
     x_degraded = tf.stop_gradient(_f32(x_degraded))
     rank = len(x.shape)
-    per_image = tf.reduce_mean(tf.square(x - x_degraded),
-                               axis=list(range(1, rank)))
+    reduce = tf.reduce_sum if reduction == "sum" else tf.reduce_mean
+    per_image = reduce(tf.square(x - x_degraded), axis=list(range(1, rank)))
     return tf.reduce_mean(tf.stop_gradient(weights) * per_image)
 
 
-def ac_blur_loss(x, x_blurred, entropy, mu_k=MU_K, weight=1.0):
+def ac_blur_loss(x, x_blurred, entropy, mu_k=MU_K, weight=1.0,
+                 reduction="mean"):
     """Adaptive-consistency loss for blur, paper eq. 7.
 
     L = weight * mean_b[ e^{-mu_k H(k_b)}
-                         * mean_pixels (x_b - sg(x_b * k_b))^2 ]
+                         * ||x_b - sg(x_b * k_b)||^2 ]
 
     Gradient reaches only the undegraded term x = G_x(z): the blurred term
     is stop-gradient'ed (as the paper states) and so is the weight, so
     G_k gets no gradient from L_AC (otherwise it could lower the loss by
-    blurring more). The squared error is averaged over pixels (not summed)
-    so its scale does not depend on the resolution.
+    blurring more). ||.||^2 is the squared norm of eq. 7, summed over
+    pixels and channels (reduction "sum"); "mean" averages instead.
 
     Args:
       x: G_x(z) [B, H, W, C] float (pass [-1, 1] units).
@@ -227,19 +238,22 @@ def ac_blur_loss(x, x_blurred, entropy, mu_k=MU_K, weight=1.0):
       entropy: H(k) [B] float, in nats.
       mu_k: scale parameter of the weight.
       weight: global multiplier of the loss.
+      reduction: "sum" (the paper's squared norm) or "mean".
     Returns:
       {"G/ac_blur": loss, "G/ac_blur_weight": mean AC weight}, float32.
     """
     w = ac_weight_blur(entropy, mu_k)
-    return {"G/ac_blur": weight * _weighted_consistency(x, x_blurred, w),
+    return {"G/ac_blur": weight * _weighted_consistency(x, x_blurred, w,
+                                                        reduction),
             "G/ac_blur_weight": tf.reduce_mean(w)}
 
 
-def ac_comp_loss(x, x_compressed, q, mu_q=MU_Q, weight=1.0):
+def ac_comp_loss(x, x_compressed, q, mu_q=MU_Q, weight=1.0,
+                 reduction="mean"):
     """Adaptive-consistency loss for compression, paper eq. 8.
 
     L = weight * mean_b[ e^{-mu_q (100 - q_b) / 100}
-                         * mean_pixels (x_b - sg(psi(x_b, q_b)))^2 ]
+                         * ||x_b - sg(psi(x_b, q_b))||^2 ]
 
     Gradient reaches only x = G_x(z): the compressed term and the weight
     are constants, so G_q gets no gradient from L_AC.
@@ -250,9 +264,11 @@ def ac_comp_loss(x, x_compressed, q, mu_q=MU_Q, weight=1.0):
       q: quality factors [B] float in [0, 100].
       mu_q: scale parameter of the weight.
       weight: global multiplier of the loss.
+      reduction: "sum" (the paper's squared norm) or "mean".
     Returns:
       {"G/ac_comp": loss, "G/ac_comp_weight": mean AC weight}, float32.
     """
     w = ac_weight_comp(q, mu_q)
-    return {"G/ac_comp": weight * _weighted_consistency(x, x_compressed, w),
+    return {"G/ac_comp": weight * _weighted_consistency(x, x_compressed, w,
+                                                        reduction),
             "G/ac_comp_weight": tf.reduce_mean(w)}

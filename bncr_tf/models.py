@@ -50,10 +50,12 @@ def build_generators(config, name_suffix=""):
     gens = synthesis.Generators(
         G_x=g_x, variant=v, noise_prior=v.noise_prior,
         rounding=config.rounding, jpeg_storage=config.jpeg_storage,
-        quality_gradient=config.quality_gradient)
+        quality_gradient=config.quality_gradient,
+        fake_storage=config.fake_storage)
     if v.blur == variants_lib.LEARNED:
         gens.G_k = networks.KernelGenerator(
             kernel_size=k, z_dim=z, use_mask=v.blur_mask,
+            centre=config.centre_kernels,
             name="G_k" + name_suffix)
     elif v.blur == variants_lib.PARAM:
         gens.G_k = param_degradation.ParamKernel(
@@ -68,7 +70,8 @@ def build_generators(config, name_suffix=""):
             resolution=r, name="G_n" + name_suffix)
     if v.jpeg == variants_lib.LEARNED:
         gens.G_q = networks.QualityGenerator(
-            z_dim=z, use_mask=v.jpeg_mask, name="G_q" + name_suffix)
+            z_dim=z, use_mask=v.jpeg_mask, q_min=config.q_min,
+            name="G_q" + name_suffix)
     elif v.jpeg == variants_lib.PARAM:
         gens.G_q = param_degradation.ParamQuality(name="G_q" + name_suffix)
     if variants_lib.TRUE in (v.blur, v.noise, v.jpeg):

@@ -40,6 +40,9 @@ class Generators:
         dequantise its output as the real data are (see `degrade`).
       quality_gradient: how psi^g differentiates q ("analytic" or "fd",
         see `jpeg.diff_jpeg`).
+      fake_storage: store every degraded fake as the reals are stored:
+        8-bit rounding (straight-through) and dequantisation (see
+        `degrade`).
     """
 
     G_x: object
@@ -52,6 +55,7 @@ class Generators:
     rounding: str = "ste"
     jpeg_storage: bool = False
     quality_gradient: str = "analytic"
+    fake_storage: bool = False
 
     def models(self):
         """{name: model} of the networks that exist (for checkpoints/EMA)."""
@@ -181,6 +185,10 @@ def degrade(gens, x, latents, seed, with_aux=False):
         n = noise_lib.apply_prior(gens.noise_prior, maps, x=2.0 * u - 1.0,
                                   seed=seeds[0])
         out["n_ds"] = n
+        # The noise std map (eps = 1): what G_n controls, without the
+        # sampled eps (the "std" target of the diversity-sensitive loss).
+        out["n_std"] = noise_lib.apply_prior(
+            gens.noise_prior, maps, x=2.0 * u - 1.0, eps=tf.ones_like(n))
         if v.rotation or v.channel_shuffle or v.sign_flip:
             n = noise_lib.random_noise_transforms(
                 n, seeds[1], rotation=v.rotation,
@@ -204,7 +212,7 @@ def degrade(gens, x, latents, seed, with_aux=False):
         psi = jpeg_lib.diff_jpeg(u, out["q"], rounding=gens.rounding,
                                  sample_rounding=gens.jpeg_storage,
                                  quality_gradient=gens.quality_gradient)
-        if gens.jpeg_storage:
+        if gens.jpeg_storage and not gens.fake_storage:
             # The reals are decoded to uint8 and dequantised (data.dequantize:
             # v = 2 (u8/255 * 255/256 - 1/2) + U(0, 1/128)); psi's output is
             # now u8/255, so give it the same map and noise, in [0, 1] units.
@@ -217,6 +225,14 @@ def degrade(gens, x, latents, seed, with_aux=False):
                 x01, out["q"], rounding=gens.rounding,
                 sample_rounding=gens.jpeg_storage) - 1.0
 
+    if gens.fake_storage:
+        # Every fake stored as the reals are (data.dequantize): 8-bit
+        # rounding with an identity gradient, then (u8 + U(0, 1)) / 256.
+        u8 = u * 255.0
+        u8 = u8 + tf.stop_gradient(tf.round(u8) - u8)
+        u = (u8 + tf.random.stateless_uniform(tf.shape(u), seeds[2])) / 256.0
+        out["y"] = 2.0 * u - 1.0
+        return out
     # y = x + 2 (u - u0) rather than 2 u - 1: bit-exact y = x when every
     # stage is bypassed (m_k = 0, no noise, m_q = 0).
     out["y"] = x + 2.0 * (u - u0)

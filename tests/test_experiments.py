@@ -189,3 +189,46 @@ def test_comparison_tool_end_to_end(tmp_path):
         r["fid"] for r in summary["rows"])
     assert "J" in summary["data_fids"]
     assert classifier.is_file() and summary["classifier"]["test_accuracy"]
+
+
+def test_full_identification_verdicts_on_known_numbers():
+    """stage_rows: present stages against the truth, absent stages against
+    the 'off' criteria, on hand-made distributions."""
+    tool = _tool("run_full_identification")
+    k_id = np.zeros([4, 7, 7])
+    k_id[:, 3, 3] = 1.0
+    shifted = np.zeros([4, 7, 7])
+    shifted[:, 0, 0] = 1.0
+    off = {"kernel": k_id, "entropy": np.zeros(4), "m_k": np.full(4, 0.5),
+           "q": np.full(4, 97.0), "m_q": np.full(4, 0.9),
+           "noise_std": np.full((4, 3), 0.004)}
+    rows = tool.stage_rows("A", off, None, noise_n_true=0.02)
+    assert all(r["passes"] for r in rows.values()), rows
+    # A shifted delta has entropy 0 but is not the identity; noise above a
+    # quarter of N's is not off; q 90 with the mask on is compression.
+    bad = dict(off, kernel=shifted, noise_std=np.full((4, 3), 0.006),
+               q=np.full(4, 90.0))
+    rows = tool.stage_rows("A", bad, None, noise_n_true=0.02)
+    assert not any(r["passes"] for r in rows.values()), rows
+    # Present stages (H: JPEG only, q in [60, 80], every image).
+    true = {"q": np.array([60.0, 70.0, 80.0, 70.0])}
+    learned = dict(off, q=np.array([65.0, 70.0, 20.0, 76.0]),
+                   m_q=np.array([0.9, 0.8, 0.1, 0.7]),
+                   m_k=np.zeros(4))
+    rows = tool.stage_rows("H", learned, true, noise_n_true=0.02)
+    j = rows["jpeg"]
+    assert j["present"] and j["true"] == 70.0 and j["true_share"] == 1.0
+    assert j["q_compressed"] == pytest.approx(70.333, abs=1e-3)
+    assert j["share_compressed"] == 0.75 and j["passes"]
+    rows = tool.stage_rows("H", dict(learned, m_q=np.full(4, 0.2)), true,
+                           noise_n_true=0.02)
+    assert not rows["jpeg"]["passes"]   # nothing compressed
+    # Blur within +-25 % of the true mean entropy.
+    true_b = {"entropy": np.array([1.0, 2.0])}
+    rows = tool.stage_rows("B", dict(off, entropy=np.array([1.2, 2.3])),
+                           true_b, noise_n_true=0.02)
+    assert rows["blur"]["passes"] and rows["blur"]["error"] == (
+        pytest.approx(1.75 / 1.5 - 1))
+    rows = tool.stage_rows("B", dict(off, entropy=np.array([0.5, 0.5])),
+                           true_b, noise_n_true=0.02)
+    assert not rows["blur"]["passes"]

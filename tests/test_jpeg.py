@@ -297,7 +297,7 @@ def test_quality_scale_forward_and_gradient():
         rtol=1e-6)
 
 
-def test_quality_tables_gradient_is_straight_through():
+def test_quality_tables_gradient_is_straight_through_except_saturated():
     q = tf.constant([3.0, 30.0, 70.0, 100.0])
     with tf.GradientTape(persistent=True) as tape:
         tape.watch(q)
@@ -306,12 +306,18 @@ def test_quality_tables_gradient_is_straight_through():
     j_c = tape.jacobian(chroma, q).numpy()
     ds = np.array([-5000 / 9, -5000 / 900, -2.0, -2.0])
     tl50, tc50 = _pillow_tables(50)  # the Annex K base tables
+    scale = 5000.0 / np.array([3.0, 30.0, 70.0, 100.0])
+    scale[2:] = 200 - 2 * np.array([70.0, 100.0])
     for i in range(4):
-        # Through the floor and through both clips (q=3 clips at 255).
-        np.testing.assert_allclose(j_l[i, :, :, i], tl50 * ds[i] / 100,
-                                   rtol=1e-5)
-        np.testing.assert_allclose(j_c[i, :, :, i], tc50 * ds[i] / 100,
-                                   rtol=1e-5)
+        # Through the floor and the lower clip (q = 100: every T is 1), but
+        # zero where the 255 clip is active (q = 3: T_base * s / 100 >= 256,
+        # a saturated entry does not change with q).
+        for j, base in ((j_l, tl50), (j_c, tc50)):
+            saturated = (base * np.floor(scale[i]) + 50) / 100 >= 256
+            expected = np.where(saturated, 0.0, base * ds[i] / 100)
+            np.testing.assert_allclose(j[i, :, :, i], expected, rtol=1e-5)
+        if i == 0:
+            assert saturated.sum() > 20  # the case is exercised
         others = np.delete(np.concatenate([j_l, j_c], 1), i, axis=-1)
         assert np.all(others[i] == 0.0)
 

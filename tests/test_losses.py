@@ -252,3 +252,25 @@ def test_ac_gradients_reach_only_the_clean_image():
     for tensor in (xd, h):
         grad = tape.gradient(loss, tensor)
         assert grad is None or not np.any(np.asarray(grad))
+
+
+def test_ac_sum_is_the_squared_norm_of_eqs_7_and_8():
+    """Hand-computed: ||x - x_d||^2 summed over pixels and channels."""
+    x = np.zeros([2, 2, 2, 1], np.float32)
+    xd = np.zeros([2, 2, 2, 1], np.float32)
+    x[0, 0, 0, 0], xd[0, 1, 1, 0] = 1.0, -0.5   # image 0: 1 + 0.25
+    x[1, 0, 1, 0] = 2.0                          # image 1: 4
+    h = np.float32([0.0, 1.0])
+    out = losses.ac_blur_loss(x, xd, h, mu_k=1.0, reduction="sum")
+    want = (1.25 * 1.0 + 4.0 * math.exp(-1.0)) / 2
+    assert float(out["G/ac_blur"]) == pytest.approx(want, rel=1e-6)
+    q = np.float32([100.0, 50.0])
+    out = losses.ac_comp_loss(x, xd, q, mu_q=2.0, reduction="sum")
+    want = (1.25 * 1.0 + 4.0 * math.exp(-1.0)) / 2
+    assert float(out["G/ac_comp"]) == pytest.approx(want, rel=1e-6)
+    # "mean" divides by the 4 elements of each image.
+    out = losses.ac_blur_loss(x, xd, h, mu_k=1.0, reduction="mean")
+    assert float(out["G/ac_blur"]) == pytest.approx(
+        (1.25 + 4.0 * math.exp(-1.0)) / 2 / 4, rel=1e-6)
+    with pytest.raises(ValueError, match="reduction"):
+        losses.ac_blur_loss(x, xd, h, reduction="max")

@@ -10,6 +10,7 @@ import pytest
 import tensorflow as tf
 
 from bncr_tf import networks as N
+from bncr_tf.degradations import jpeg
 from bncr_tf.networks import layers as L
 from bncr_tf.networks import noise_generator as NG
 
@@ -311,6 +312,32 @@ def test_quality_generator_initial_values():
                                1 / (1 + math.exp(2.0)), rtol=1e-5)
 
 
+def test_quality_generator_q_min_removes_the_dead_zone():
+    """q = q_min + (100 - q_min) sigmoid: q_init is still the zero-latent
+    value and q never falls below q_min. Below q = 2 every table entry is
+    clipped at 255 (and psi^g clamps q below 1), so a quality there gets no
+    gradient at all (issue 14); at q_min = 20 it does."""
+    g_q = N.QualityGenerator(q_min=20.0)
+    out = g_q(np.zeros((2, 128), np.float32))
+    np.testing.assert_allclose(np.asarray(out["q"]), 90.0, rtol=1e-5)
+    g_q.head.bias.assign([-30.0, 0.0])  # saturate the quality logit low
+    out = g_q(_normal(8, 128, seed=3))
+    assert np.all(np.asarray(out["q"]) >= 20.0)
+    x = tf.random.stateless_uniform([1, 16, 16, 3], [4, 0])
+    w = tf.random.stateless_normal([1, 16, 16, 3], [5, 0])
+    grads = []
+    for q0 in (0.5, 20.5):
+        q = tf.constant([q0])
+        with tf.GradientTape() as tape:
+            tape.watch(q)
+            loss = tf.reduce_sum(w * jpeg.diff_jpeg(x, q))
+        grads.append(float(tape.gradient(loss, q)[0]))
+    assert grads[0] == 0.0   # the dead zone that q_min = 0 allows
+    assert grads[1] != 0.0
+    with pytest.raises(ValueError, match="q_init"):
+        N.QualityGenerator(q_min=95.0, q_init=90.0)
+
+
 def test_kernel_generator_initial_mask_and_no_mask():
     z = _normal(16, 128, seed=5)
     out = N.KernelGenerator(kernel_size=7)(np.zeros((2, 128), np.float32))
@@ -320,6 +347,64 @@ def test_kernel_generator_initial_mask_and_no_mask():
     np.testing.assert_array_equal(np.asarray(out["k"]),
                                   np.asarray(out["k_hat"]))
     np.testing.assert_array_equal(np.asarray(out["m_k"]), 1.0)
+
+
+def _centre_reference(k):
+    """numpy: move every tap's mass by -centroid, split bilinearly."""
+    size = k.shape[0]
+    pos = np.arange(size) - size // 2
+    dy = (k.sum(1) * pos).sum()
+    dx = (k.sum(0) * pos).sum()
+    out = np.zeros_like(k)
+    for i in range(size):
+        for j in range(size):
+            y, x = i - dy, j - dx
+            for yy in (int(np.floor(y)), int(np.floor(y)) + 1):
+                for xx in (int(np.floor(x)), int(np.floor(x)) + 1):
+                    if 0 <= yy < size and 0 <= xx < size:
+                        w = max(0, 1 - abs(yy - y)) * max(0, 1 - abs(xx - x))
+                        out[yy, xx] += k[i, j] * w
+    return out / out.sum()
+
+
+def test_centre_kernel_against_numpy_and_cases():
+    from bncr_tf.networks.kernel_generator import centre_kernel
+    from bncr_tf.degradations import kernels as K
+    rng = np.random.default_rng(3)
+    # Mass near the centre (so none leaves the window) and off-centre.
+    small = np.zeros((7, 7))
+    small[2:5, 3:6] = rng.uniform(size=(3, 3))
+    small /= small.sum()
+    wide = rng.uniform(size=(7, 7)) ** 4
+    wide /= wide.sum()
+    shifted = np.zeros((7, 7))
+    shifted[0, 6] = 1.0
+    disk = np.asarray(K.disk_kernel(1.3, 7), np.float64)
+    batch = np.stack([small, wide, shifted, disk])
+    got = np.asarray(centre_kernel(batch))
+    for b in range(4):
+        np.testing.assert_allclose(got[b], _centre_reference(batch[b]),
+                                   atol=1e-12)
+    pos = np.arange(7) - 3
+    # No mass left the window: the centroid is exactly the centre.
+    assert abs((got[0].sum(1) * pos).sum()) < 1e-12
+    assert abs((got[0].sum(0) * pos).sum()) < 1e-12
+    ident = np.zeros((7, 7))
+    ident[3, 3] = 1.0
+    np.testing.assert_allclose(got[2], ident, atol=1e-12)  # delta -> k_I
+    np.testing.assert_allclose(got[3], disk, atol=1e-12)   # centred: kept
+    # Differentiable, and in the generator.
+    kt = tf.constant(batch, tf.float32)
+    with tf.GradientTape() as tape:
+        tape.watch(kt)
+        loss = tf.reduce_sum(centre_kernel(kt)
+                             * tf.constant(wide[None], tf.float32))
+    assert np.all(np.isfinite(tape.gradient(loss, kt).numpy()))
+    out = N.KernelGenerator(kernel_size=7, centre=True)(
+        _normal(8, 128, seed=2))
+    k = np.asarray(out["k"], np.float64)
+    # (near-uniform k_hat at init: a little mass leaves the window)
+    assert np.abs((k.sum(2) * pos).sum(1)).max() < 0.05
 
 
 def test_compose_kernel_identity_sum_and_reference():

@@ -371,3 +371,26 @@ def test_multiworker_without_tf_config_is_one_sentence(monkeypatch):
     monkeypatch.delenv("TF_CONFIG", raising=False)
     with pytest.raises(UserError, match="TF_CONFIG"):
         loop.make_strategy("multiworker")
+
+
+def test_configs_written_before_a_field_existed_keep_their_meaning(tmp_path):
+    """A config.json without the fields added later (issue 14) loads with
+    the behaviour of its time: q_min 0 (G_q's range was [0, 100]) and the
+    new switches off; resuming such a run is not refused for them."""
+    import dataclasses
+    import json
+    from bncr_tf import runs
+    from bncr_tf.training import loop
+    config = TrainConfig(iterations=5)
+    stored = json.loads(config.to_json())
+    for name in ("q_min", "fake_storage", "centre_kernels",
+                 "degradation_warmup", "degradation_lr_scale"):
+        stored.pop(name)
+    (tmp_path / "config.json").write_text(json.dumps(stored))
+    loaded = runs.load_config(str(tmp_path))
+    assert loaded.q_min == 0.0 and config.q_min == 20.0
+    assert not loaded.fake_storage and loaded.degradation_lr_scale == 1.0
+    loop.check_resume_config(str(tmp_path), dataclasses.replace(
+        config, q_min=0.0))
+    with pytest.raises(loop.UserError, match="q_min"):
+        loop.check_resume_config(str(tmp_path), config)

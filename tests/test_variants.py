@@ -213,3 +213,89 @@ def test_one_iteration_moves_every_variable(variant, eager_functions):
         assert "Loss/G/ds_kernel" in values and "Loss/G/ds_quality" in values
     if variant == "bncrgan_noac":
         assert "Loss/G/ac_blur" not in values
+
+
+def test_fake_storage_stores_every_fake_as_8bit_dequantised():
+    """--fake_storage: every fake, compressed or not, is (c + u) / 128 - 1
+    with c = round(255 u01) and u ~ U(0, 1), the form data.dequantize gives
+    the reals; the gradient passes the rounding unchanged."""
+    x = tf.Variable(_image(batch=2))
+    gens = synthesis.Generators(
+        G_x=None, G_q=_Fixed(q=[40.0, 90.0], m_q=[0.0, 0.0]),
+        variant=variants.get_variant("crgan"), fake_storage=True)
+    w = tf.random.stateless_normal(x.shape, [7, 0])
+    with tf.GradientTape() as tape:
+        y = synthesis.degrade(gens, x, _latents(2), [3, 0])["y"]
+        loss = tf.reduce_sum(w * y)
+    c = np.round(255.0 * (x.numpy().astype(np.float64) + 1.0) / 2.0)
+    u = (y.numpy().astype(np.float64) + 1.0) * 128.0 - c
+    assert u.min() > -1e-3 and u.max() < 1.0 + 1e-3, (u.min(), u.max())
+    assert abs(u.mean() - 0.5) < 0.02 and abs(u.std() - 12 ** -0.5) < 0.02
+    # d y / d x = 255 / 256 where no clip is active (here: m_q = 0).
+    np.testing.assert_allclose(tape.gradient(loss, x).numpy(),
+                               w.numpy() * 255.0 / 256.0, rtol=1e-5)
+
+
+def test_noise_std_map_is_the_noise_without_eps():
+    """"n_std" (the std target of DS) is G_n's std map: n = eps * n_std
+    for the camera prior, and it does not change with the eps seed."""
+    config = _config("bncrgan", "N")
+    gens = models.build_generators(config)
+    lat = _latents(2)
+    a = synthesis.synthesize(gens, lat, [1, 0])
+    b = synthesis.synthesize(gens, lat, [2, 0])
+    np.testing.assert_allclose(a["n_std"].numpy(), b["n_std"].numpy(),
+                               rtol=1e-6)
+    assert np.abs(a["n_ds"].numpy() - b["n_ds"].numpy()).max() > 1e-3
+    eps = a["n_ds"].numpy() / a["n_std"].numpy()
+    assert abs(eps.mean()) < 0.05 and abs(eps.std() - 1.0) < 0.05
+    assert np.all(a["n_std"].numpy() > 0)
+
+
+def test_degradation_warmup_freezes_only_the_degradation_generators(
+        eager_functions):
+    """--degradation_warmup=2: iterations 0 and 1 move G_x and D but leave
+    G_k, G_n and G_q (and their Adam moments) exactly as they were;
+    iteration 2 moves them."""
+    cfg = _config("bncrgan", setting="N", degradation_warmup=2)
+    trainer = steps.Trainer(cfg, tf.distribute.get_strategy())
+    models_ = trainer.gens.models()
+    snap = {name: [v.numpy().copy() for v in m.trainable_variables]
+            for name, m in models_.items()}
+
+    def moved(name):
+        return any(not np.array_equal(v.numpy(), b) for v, b in
+                   zip(models_[name].trainable_variables, snap[name]))
+
+    for step in (0, 1):
+        trainer.train_iteration(_image(4), step)
+        assert moved("G_x")
+        for name in ("G_k", "G_n", "G_q"):
+            assert not moved(name), (step, name)
+    trainer.train_iteration(_image(4), 2)
+    for name in ("G_k", "G_n", "G_q"):
+        assert moved(name), name
+
+
+def test_degradation_lr_scale_slows_only_the_degradation_generators(
+        eager_functions):
+    """--degradation_lr_scale=0.1: on the first Adam step (update =
+    lr * g / (|g| + eps)) G_k, G_n and G_q move 0.1 times as far as with
+    the default, and G_x exactly as far."""
+    moves = {}
+    for scale in (1.0, 0.1):
+        cfg = _config("bncrgan", setting="N", degradation_lr_scale=scale)
+        trainer = steps.Trainer(cfg, tf.distribute.get_strategy())
+        assert (trainer.opt_deg is None) == (scale == 1.0)
+        models_ = trainer.gens.models()
+        before = {n: [v.numpy().copy() for v in m.trainable_variables]
+                  for n, m in models_.items()}
+        trainer.train_iteration(_image(4), 0)
+        moves[scale] = {
+            n: max(float(np.abs(v.numpy() - b).max()) for v, b in
+                   zip(m.trainable_variables, before[n]))
+            for n, m in models_.items()}
+    assert moves[0.1]["G_x"] == pytest.approx(moves[1.0]["G_x"], rel=1e-4)
+    for name in ("G_k", "G_n", "G_q"):
+        assert moves[0.1][name] == pytest.approx(0.1 * moves[1.0][name],
+                                                 rel=1e-2), name

@@ -229,7 +229,10 @@ def quality_tables(quality):
     T = clip(floor((T_base * s(q) + 50) / 100), 1, 255) with the Annex K
     tables and `quality_scale`. Forward values are the exact integer
     tables libjpeg (and Pillow) write at integer q. Backward is
-    straight-through the floor and the clip: dT/dq = T_base / 100 * ds/dq.
+    straight-through the floor and the lower clip: dT/dq = T_base / 100 *
+    ds/dq, except 0 where the upper clip sets T = 255 (a saturated entry
+    does not change with q; letting gradient through that clip made most
+    of the q-gradient spurious at q <= 10, issue 14).
 
     Args:
         quality: [B] float quality in [0, 100] (clamped to [1, 100]).
@@ -243,7 +246,9 @@ def quality_tables(quality):
     for base in (_LUMA_BASE, _CHROMA_BASE):
         t_cont = (base * s + 50.0) / 100.0
         t_exact = tf.clip_by_value(tf.floor(t_cont), 1.0, 255.0)
-        tables.append(t_cont + tf.stop_gradient(t_exact - t_cont))
+        # No gradient where the 255 clip sets the value (t >= 256).
+        t_grad = tf.where(t_cont < 256.0, t_cont, tf.stop_gradient(t_cont))
+        tables.append(t_grad + tf.stop_gradient(t_exact - t_grad))
     return tables[0], tables[1]
 
 

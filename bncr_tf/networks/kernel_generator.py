@@ -45,6 +45,46 @@ def compose_kernel(k_hat, m_k):
     return k / ops.maximum(total, 1e-12)
 
 
+def centre_kernel(k):
+    """Moves every kernel so that its centre of mass is the centre tap.
+
+    Each tap's mass moves by -d, d = (d_y, d_x) the kernel's centroid
+    offset from the centre tap, and is split bilinearly between the taps
+    around its new position: k_c = A k C^T with A[p, q] = max(0, 1 - |p -
+    q + d_y|) and C likewise with d_x. Without mass leaving the window the
+    centroid of k_c is exactly the centre; mass that would leave it is
+    dropped and the result renormalised. A shifted delta becomes the
+    identity kernel, a centred kernel is unchanged. Differentiable in k.
+
+    A translation of the image cannot be told from a translation of G_x's
+    output, so an uncentred kernel adds nothing the data can identify,
+    while a shifted delta has zero entropy and so the full L_AC weight
+    (issue 14). The true kernels of every setting are centred
+    (degradations.md).
+
+    Args:
+      k: kernels [B, K, K] float, non-negative, unit sum.
+    Returns:
+      centred kernels, same shape and dtype, unit sum.
+    """
+    dtype = _float_dtype(k)
+    k = ops.cast(k, dtype)
+    size = k.shape[-1]
+    pos = ops.cast(ops.arange(size), dtype) - (size // 2)
+    d_y = ops.sum(ops.sum(k, axis=2) * pos, axis=1)   # [B]
+    d_x = ops.sum(ops.sum(k, axis=1) * pos, axis=1)
+    # diff[p, q] = p - q.
+    diff = pos[:, None] - pos[None, :]
+
+    def spread(d):
+        return ops.maximum(0.0, 1.0 - ops.abs(diff[None] + d[:, None, None]))
+
+    k_c = ops.matmul(ops.matmul(spread(d_y), k),
+                     ops.transpose(spread(d_x), (0, 2, 1)))
+    total = ops.sum(k_c, axis=(-2, -1), keepdims=True)
+    return k_c / ops.maximum(total, 1e-12)
+
+
 @keras.saving.register_keras_serializable(package="bncr_tf")
 class KernelGenerator(keras.Model):
     """G_k: latent z_k -> blur kernel k (paper section 4).
@@ -64,6 +104,8 @@ class KernelGenerator(keras.Model):
       hidden: width of the two hidden layers.
       use_mask: False for "BR-GAN w/o mask": k = k_hat and m_k = 1.
       mask_bias_init: initial bias of the mask logits.
+      centre: move each output kernel k so that its centroid is the
+        centre tap (`centre_kernel`; [choice], off = the paper's eq. 3).
       **kwargs: standard `keras.Model` arguments (name, dtype).
 
     Example:
@@ -72,8 +114,9 @@ class KernelGenerator(keras.Model):
     """
 
     def __init__(self, kernel_size=7, z_dim=128, hidden=128, use_mask=True,
-                 mask_bias_init=MASK_BIAS_INIT, **kwargs):
+                 mask_bias_init=MASK_BIAS_INIT, centre=False, **kwargs):
         super().__init__(**kwargs)
+        self.centre = centre
         if kernel_size < 1 or kernel_size % 2 != 1:
             raise ValueError(f"kernel_size must be odd, got {kernel_size}")
         self.kernel_size = kernel_size
@@ -122,15 +165,20 @@ class KernelGenerator(keras.Model):
         logits = ops.cast(self.kernel_head(h), L.head_dtype(self))
         k_hat = ops.reshape(ops.softmax(logits, axis=-1), (-1, size, size))
         if self.mask_head is None:
-            return {"k": k_hat, "k_hat": k_hat, "m_k": ops.ones_like(k_hat)}
-        mask_logits = ops.cast(self.mask_head(h), L.head_dtype(self))
-        m_k = ops.reshape(ops.sigmoid(mask_logits), (-1, size, size))
-        return {"k": compose_kernel(k_hat, m_k), "k_hat": k_hat, "m_k": m_k}
+            m_k = ops.ones_like(k_hat)
+            k = k_hat
+        else:
+            mask_logits = ops.cast(self.mask_head(h), L.head_dtype(self))
+            m_k = ops.reshape(ops.sigmoid(mask_logits), (-1, size, size))
+            k = compose_kernel(k_hat, m_k)
+        if self.centre:
+            k = centre_kernel(k)
+        return {"k": k, "k_hat": k_hat, "m_k": m_k}
 
     def get_config(self):
         config = super().get_config()
         config.update(
             kernel_size=self.kernel_size, z_dim=self.z_dim,
             hidden=self.hidden, use_mask=self.use_mask,
-            mask_bias_init=self.mask_bias_init)
+            mask_bias_init=self.mask_bias_init, centre=self.centre)
         return config

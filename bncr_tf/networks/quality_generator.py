@@ -21,8 +21,8 @@ class QualityGenerator(keras.Model):
     """G_q: latent z_q -> JPEG quality q and mask m_q (paper section 5).
 
     A 3-layer MLP: Linear z_dim -> hidden, ReLU, Linear hidden -> hidden,
-    ReLU, Linear hidden -> 2 (quality logit, mask logit); q = 100 *
-    sigmoid(.), m_q = sigmoid(.), computed in float32 (float64 under a
+    ReLU, Linear hidden -> 2 (quality logit, mask logit); q = q_min +
+    (100 - q_min) * sigmoid(.), m_q = sigmoid(.), computed in float32 (float64 under a
     float64 policy). Init: Xavier-uniform with gain sqrt(2) for the ReLU
     layers and `HEAD_GAIN` (0.25) for the head, zero hidden biases; the head
     biases are logit(q_init / 100) and `mask_bias_init`, so at
@@ -37,6 +37,9 @@ class QualityGenerator(keras.Model):
       use_mask: False for "CR-GAN w/o mask": m_q = 1.
       q_init: quality at zero raw logit, in (0, 100).
       mask_bias_init: initial bias of the mask logit.
+      q_min: lower end of the generated quality range (0 = the paper's
+        [0, 100]). psi^g clamps q to libjpeg's [1, 100], so with q_min < 1
+        the quality gets no gradient below 1 (a dead zone).
       **kwargs: standard `keras.Model` arguments (name, dtype).
 
     Example:
@@ -45,17 +48,23 @@ class QualityGenerator(keras.Model):
     """
 
     def __init__(self, z_dim=128, hidden=128, use_mask=True, q_init=Q_INIT,
-                 mask_bias_init=MASK_BIAS_INIT, **kwargs):
+                 mask_bias_init=MASK_BIAS_INIT, q_min=0.0, **kwargs):
         super().__init__(**kwargs)
-        if not 0.0 < q_init < 100.0:
-            raise ValueError(f"q_init must be in (0, 100), got {q_init}")
+        if not 0.0 <= q_min < 100.0:
+            raise ValueError(f"q_min must be in [0, 100), got {q_min}")
+        if not q_min < q_init < 100.0:
+            raise ValueError(
+                f"q_init must be in (q_min, 100) = ({q_min}, 100), got "
+                f"{q_init}")
         self.z_dim = z_dim
         self.hidden = hidden
         self.use_mask = use_mask
         self.q_init = q_init
         self.mask_bias_init = mask_bias_init
+        self.q_min = q_min
         policy = self.dtype_policy
-        q_logit = math.log(q_init / (100.0 - q_init))
+        frac = (q_init - q_min) / (100.0 - q_min)
+        q_logit = math.log(frac / (1.0 - frac))
 
         # === Layers ===
         self.fc1 = L.dense(hidden, math.sqrt(2.0), dtype=policy, name="fc1")
@@ -84,7 +93,7 @@ class QualityGenerator(keras.Model):
         h = ops.relu(self.fc1(z_q))
         h = ops.relu(self.fc2(h))
         logits = ops.cast(self.head(h), L.head_dtype(self))
-        q = 100.0 * ops.sigmoid(logits[:, 0])
+        q = self.q_min + (100.0 - self.q_min) * ops.sigmoid(logits[:, 0])
         if self.use_mask:
             m_q = ops.sigmoid(logits[:, 1])
         else:
@@ -95,5 +104,6 @@ class QualityGenerator(keras.Model):
         config = super().get_config()
         config.update(
             z_dim=self.z_dim, hidden=self.hidden, use_mask=self.use_mask,
-            q_init=self.q_init, mask_bias_init=self.mask_bias_init)
+            q_init=self.q_init, mask_bias_init=self.mask_bias_init,
+            q_min=self.q_min)
         return config

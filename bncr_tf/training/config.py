@@ -20,6 +20,12 @@ def _f(default, help_text, lower=None, choices=None):
         "help": help_text, "lower": lower, "choices": choices})
 
 
+# Fields whose default changed after they were added: the value that a
+# config.json written before they existed meant. q_min: session 4 (issue
+# 14) moved G_q's range from [0, 100] to [20, 100].
+LEGACY_VALUES = {"q_min": 0.0}
+
+
 @dataclasses.dataclass(frozen=True)
 class TrainConfig:
     """Every setting of a run; field metadata holds help and bounds."""
@@ -79,18 +85,53 @@ class TrainConfig:
                            "docs/results.md; 20 in Experiment 1).",
                            lower=0.0)
 
+    fake_storage: bool = _f(False, "Every fake is stored as the reals "
+                            "are: rounded to 8 bits (straight-through) and "
+                            "dequantised with U(0, 1/128) ([choice], "
+                            "docs/results.md).")
+    centre_kernels: bool = _f(False, "G_k's kernels are moved so that "
+                              "their centroid is the centre tap (a shifted "
+                              "kernel only translates the image; [choice], "
+                              "docs/results.md).")
+    q_min: float = _f(20.0, "Lower end of G_q's quality range: q = q_min "
+                      "+ (100 - q_min) sigmoid(.) (0 = the paper's [0, 100],"
+                      " where psi^g has no q-gradient below 2 and little "
+                      "below 20; [choice], docs/results.md).", lower=0.0)
+
     # Losses.
     r1_weight: float = _f(10.0, "R1 weight (NR-GAN convention, no 1/2).",
                           lower=0.0)
     ds_weight: float = _f(0.02, "Diversity-sensitive weight for G_k, G_n "
                           "and G_q.", lower=0.0)
+    ds_weight_kernel: float = _f(-1.0, "Diversity-sensitive weight of G_k "
+                                 "(< 0 = --ds_weight).")
+    ds_weight_quality: float = _f(-1.0, "Diversity-sensitive weight of G_q "
+                                  "(< 0 = --ds_weight).")
+    ds_noise_target: str = _f("noise", "What the diversity-sensitive loss "
+                              "of G_n compares: noise (n, with eps, as "
+                              "NR-GAN), std (the noise std map, without "
+                              "eps) or log_std (its logarithm: no reward "
+                              "for a larger std; [choice], "
+                              "docs/results.md).",
+                              choices=("noise", "std", "log_std"))
     ac_weight: float = _f(1.0, "Weight of the adaptive consistency losses.",
                           lower=0.0)
+    ac_reduction: str = _f("mean", "L_AC's squared error: sum (the squared "
+                           "norm of paper eqs. 7-8) or mean (over pixels).",
+                           choices=("sum", "mean"))
     mu_k: float = _f(-1.0, "AC blur scale mu_k (< 0 = library default).")
     mu_q: float = _f(-1.0, "AC compression scale mu_q (< 0 = library "
                      "default).")
 
     # Optimisation.
+    degradation_lr_scale: float = _f(1.0, "Learning rate of G_k, G_n and "
+                                     "G_q as a multiple of --lr (their own "
+                                     "Adam when != 1; [choice], "
+                                     "docs/results.md).", lower=0.0)
+    degradation_warmup: int = _f(0, "Iterations at the start during which "
+                                 "G_k, G_n and G_q do not update (G_x and D "
+                                 "learn first; [choice], docs/results.md).",
+                                 lower=0)
     iterations: int = _f(200_000, "Training iterations (one D and one G "
                          "step each).", lower=1)
     lr: float = _f(2e-4, "Adam learning rate of all networks.", lower=0.0)
@@ -162,13 +203,28 @@ class TrainConfig:
         return json.dumps(dataclasses.asdict(self), indent=2, sort_keys=True)
 
     @classmethod
+    def complete(cls, values):
+        """A stored config dict with the fields it predates filled in.
+
+        A field missing from a config.json written before the field
+        existed gets the value that reproduces the behaviour of that time:
+        `LEGACY_VALUES` where the default has changed since, else the
+        default.
+        """
+        out = {f.name: LEGACY_VALUES.get(f.name, f.default)
+               for f in dataclasses.fields(cls)}
+        out.update(values)
+        return out
+
+    @classmethod
     def from_dict(cls, values):
-        """Builds a config from a dict, rejecting unknown keys."""
+        """Builds a config from a dict, rejecting unknown keys; missing
+        keys are filled in by `complete`."""
         names = {f.name for f in dataclasses.fields(cls)}
         unknown = sorted(set(values) - names)
         if unknown:
             raise UserError(f"unknown config keys: {', '.join(unknown)}")
-        return cls(**values)
+        return cls(**cls.complete(values))
 
     def validate(self):
         """Checks cross-field constraints; raises UserError with a sentence."""
@@ -198,6 +254,10 @@ class TrainConfig:
                 f"--ema_decay must be in [0, 1), got {self.ema_decay}")
         if self.iterations < 1:
             raise UserError("--iterations must be at least 1")
+        if not 0.0 <= self.q_min < 90.0:
+            raise UserError(
+                f"--q_min must be in [0, 90) (G_q starts at q = 90), got "
+                f"{self.q_min}")
         return self
 
     def validate_all(self):

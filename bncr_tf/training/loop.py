@@ -31,6 +31,7 @@ from bncr_tf.training import checkpoints
 from bncr_tf.training import grids
 from bncr_tf.training import rundir
 from bncr_tf.training import stats as stats_lib
+from bncr_tf.training.config import TrainConfig
 from bncr_tf.training.config import UserError
 
 log = logging.getLogger("bncr_tf")
@@ -215,6 +216,7 @@ def check_resume_config(run_dir, config):
             stored = json.load(f)
         if not isinstance(stored, dict):
             raise ValueError("not a JSON object")
+        stored = TrainConfig.complete(stored)
     except (OSError, ValueError) as e:
         raise UserError(
             f"cannot resume {run_dir}: its config.json is unreadable "

@@ -50,16 +50,35 @@ class Trainer:
         for name, model in self.gens.models().items():
             self.gens_ema.models()[name].set_weights(model.get_weights())
         self._g_vars = self.gens.trainable_variables()
+        # Which G variables belong to a degradation generator (G_k, G_n,
+        # G_q): they wait out --degradation_warmup.
+        self._g_is_degradation = [
+            name != "G_x" for name, model in self.gens.models().items()
+            for _ in model.trainable_variables]
         self._ema_pairs = list(zip(self.gens_ema.trainable_variables(),
                                    self._g_vars))
         self.opt_d = self._optimizer("opt_D")
         self.opt_g = self._optimizer("opt_G")
         self.opt_d.build(self.D.trainable_variables)
-        self.opt_g.build(self._g_vars)
+        # --degradation_lr_scale != 1: G_k, G_n and G_q get their own Adam
+        # with that multiple of the learning rate (a slower time scale).
+        self.opt_deg = None
+        deg_vars = [v for v, d in zip(self._g_vars, self._g_is_degradation)
+                    if d]
+        if config.degradation_lr_scale != 1.0 and deg_vars:
+            self.opt_deg = self._optimizer(
+                "opt_G_deg", config.lr * config.degradation_lr_scale)
+            self.opt_deg.build(deg_vars)
+            self.opt_g.build([v for v, d in zip(
+                self._g_vars, self._g_is_degradation) if not d])
+        else:
+            self.opt_g.build(self._g_vars)
         self.step = tf.Variable(0, dtype=tf.int64, trainable=False,
                                 name="step")
         tracked = dict(step=self.step, opt_D=self.opt_d, opt_G=self.opt_g,
                        D=models_lib.checkpoint_variables(self.D))
+        if self.opt_deg is not None:
+            tracked["opt_G_deg"] = self.opt_deg
         for name, model in self.gens.models().items():
             tracked[name] = models_lib.checkpoint_variables(model)
             tracked[name + "_ema"] = models_lib.checkpoint_variables(
@@ -83,10 +102,11 @@ class Trainer:
 
     # --- Construction ---------------------------------------------------------
 
-    def _optimizer(self, name):
+    def _optimizer(self, name, lr=None):
         c = self.config
-        opt = keras.optimizers.Adam(learning_rate=c.lr, beta_1=c.beta1,
-                                    beta_2=c.beta2, name=name)
+        opt = keras.optimizers.Adam(
+            learning_rate=c.lr if lr is None else lr, beta_1=c.beta1,
+            beta_2=c.beta2, name=name)
         if c.mixed_precision == "mixed_float16":
             opt = keras.optimizers.LossScaleOptimizer(opt, name=name + "_ls")
         return opt
@@ -149,16 +169,44 @@ class Trainer:
             loss = opt.scale_loss(loss)
         return loss
 
-    def _apply(self, opt, scaled_loss, variables, tape):
+    def _apply(self, opt, scaled_loss, variables, tape, frozen=None):
         """Differentiates the scaled loss and applies the update.
 
+        Args:
+          frozen: optional (bool list over variables, bool tensor): while
+            the tensor is true, the flagged variables get zero gradients
+            (Adam then leaves them and their moments unchanged).
         Returns the global gradient norm of the unscaled, summed loss.
         """
         grads = tape.gradient(scaled_loss, variables)
+        if frozen is not None:
+            flags, active = frozen
+            keep = 1.0 - tf.cast(active, tf.float32)
+            grads = [g * tf.cast(keep, g.dtype) if (flag and g is not None)
+                     else g for g, flag in zip(grads, flags)]
         norm = tf.linalg.global_norm([g for g in grads if g is not None])
-        if isinstance(opt, keras.optimizers.LossScaleOptimizer):
+        scaled = isinstance(opt, keras.optimizers.LossScaleOptimizer)
+        if scaled:
             # The scale in force for this step (apply may change it).
-            norm = norm / tf.cast(opt.dynamic_scale, norm.dtype)
+            scale = tf.cast(opt.dynamic_scale, norm.dtype)
+            norm = norm / scale
+        if opt is self.opt_g and self.opt_deg is not None:
+            # Degradation generators: their own (slower) Adam. With loss
+            # scaling, their gradients are rescaled to that optimiser's
+            # own scale, which its apply() removes.
+            deg = self._g_is_degradation
+            if scaled:
+                ratio = tf.cast(self.opt_deg.dynamic_scale, norm.dtype) / (
+                    scale)
+                deg_grads = [
+                    None if g is None else g * tf.cast(ratio, g.dtype)
+                    for g, d in zip(grads, deg) if d]
+            else:
+                deg_grads = [g for g, d in zip(grads, deg) if d]
+            self.opt_deg.apply(deg_grads,
+                               [v for v, d in zip(variables, deg) if d])
+            grads = [g for g, d in zip(grads, deg) if not d]
+            variables = [v for v, d in zip(variables, deg) if not d]
         opt.apply(grads, variables)
         return norm * self.replicas
 
@@ -202,23 +250,32 @@ class Trainer:
             values = losses.g_nonsaturating_loss(self.D(s["y"]))
             total = values["G/adv"]
             regs = []
+            ds_k = c.ds_weight if c.ds_weight_kernel < 0 else (
+                c.ds_weight_kernel)
+            ds_q = c.ds_weight if c.ds_weight_quality < 0 else (
+                c.ds_weight_quality)
             if v.noise == learned:
+                target = {
+                    "noise": s["n_ds"], "std": s["n_std"],
+                    "log_std": tf.math.log(tf.maximum(
+                        tf.abs(s["n_std"]), 1e-6)),
+                }[c.ds_noise_target]
                 regs.append(losses.diversity_sensitive_loss(
-                    s["n_ds"], latents["z_n"], c.ds_weight, "G/ds_noise"))
-            if v.blur == learned:
+                    target, latents["z_n"], c.ds_weight, "G/ds_noise"))
+            if v.blur == learned and ds_k > 0:
                 regs.append(losses.diversity_sensitive_loss(
-                    s["k_hat"], latents["z_k"], c.ds_weight, "G/ds_kernel"))
-            if v.jpeg == learned:
+                    s["k_hat"], latents["z_k"], ds_k, "G/ds_kernel"))
+            if v.jpeg == learned and ds_q > 0:
                 regs.append(losses.diversity_sensitive_loss(
-                    s["q"] / 100.0, latents["z_q"], c.ds_weight,
-                    "G/ds_quality"))
+                    s["q"] / 100.0, latents["z_q"], ds_q, "G/ds_quality"))
             if v.adaptive_consistency and "k" in s:
                 regs.append(losses.ac_blur_loss(
                     s["x"], s["x_blur"], s["entropy"], self.mu_k,
-                    c.ac_weight))
+                    c.ac_weight, c.ac_reduction))
             if v.adaptive_consistency and "q" in s:
                 regs.append(losses.ac_comp_loss(
-                    s["x"], s["x_comp"], s["q"], self.mu_q, c.ac_weight))
+                    s["x"], s["x_comp"], s["q"], self.mu_q, c.ac_weight,
+                    c.ac_reduction))
             for reg in regs:
                 values.update(reg)
                 for name, value in reg.items():
@@ -226,8 +283,12 @@ class Trainer:
                         total += value
             values["G/loss"] = total
             scaled = self._scaled(self.opt_g, total)
+        frozen = None
+        if c.degradation_warmup > 0:
+            frozen = (self._g_is_degradation,
+                      self.step < c.degradation_warmup)
         values["G/grad_norm"] = self._apply(self.opt_g, scaled, self._g_vars,
-                                            tape)
+                                            tape, frozen)
         return {"Loss/" + k: v for k, v in values.items()}
 
     def _update_ema(self):
