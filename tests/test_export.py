@@ -19,7 +19,6 @@ import keras
 import numpy as np
 import pytest
 import tensorflow as tf
-from tensorflow.core.framework import tensor_pb2
 from tensorflow.core.protobuf import saved_model_pb2
 
 from bncr_tf import export
@@ -505,54 +504,21 @@ def test_wrong_shape_or_dtype_names_the_signature(export_root):
 # === Warm-up file ===
 
 
-def _varint(buf, pos):
-    value = shift = 0
-    while True:
-        byte = buf[pos]
-        pos += 1
-        value |= (byte & 0x7F) << shift
-        shift += 7
-        if not byte & 0x80:
-            return value, pos
-
-
-def _message(buf):
-    """{field number: [values]} of a protobuf message (wire format)."""
-    fields, pos = {}, 0
-    while pos < len(buf):
-        tag, pos = _varint(buf, pos)
-        number, wire = tag >> 3, tag & 7
-        if wire == 0:
-            value, pos = _varint(buf, pos)
-        elif wire == 1:
-            value, pos = buf[pos:pos + 8], pos + 8
-        elif wire == 2:
-            size, pos = _varint(buf, pos)
-            value, pos = buf[pos:pos + size], pos + size
-        elif wire == 5:
-            value, pos = buf[pos:pos + 4], pos + 4
-        else:
-            raise ValueError(f"wire type {wire}")
-        fields.setdefault(number, []).append(value)
-    assert pos == len(buf)
-    return fields
-
-
 def _decode_prediction_log(record):
     """(model name, signature name, {input: ndarray}) of a PredictionLog
-    holding a PredictLog (field numbers of tensorflow_serving/apis)."""
-    log = _message(record)
-    assert set(log) == {6}  # predict_log
-    predict_log = _message(log[6][0])
-    assert set(predict_log) == {1}  # request, no response
-    request = _message(predict_log[1][0])
-    spec = _message(request[1][0])  # model_spec
-    inputs = {}
-    for entry in request[2]:  # map<string, TensorProto>
-        entry = _message(entry)
-        proto = tensor_pb2.TensorProto.FromString(entry[2][0])
-        inputs[entry[1][0].decode()] = tf.make_ndarray(proto)
-    return spec[1][0].decode(), spec[3][0].decode(), inputs
+    holding a PredictLog, parsed by protobuf with TF Serving's own
+    classes (as TF Serving reads the warm-up file)."""
+    from tensorflow_serving.apis import prediction_log_pb2
+    log = prediction_log_pb2.PredictionLog.FromString(record)
+    assert log.WhichOneof("log_type") == "predict_log"
+    assert not log.predict_log.HasField("response")
+    request = log.predict_log.request
+    # Nothing unknown to the parser (a wrong field number would land here).
+    from google.protobuf import unknown_fields
+    for message in (log, log.predict_log, request, request.model_spec):
+        assert len(unknown_fields.UnknownFieldSet(message)) == 0
+    inputs = {k: tf.make_ndarray(v) for k, v in request.inputs.items()}
+    return request.model_spec.name, request.model_spec.signature_name, inputs
 
 
 def _signature_defs(version_dir):
