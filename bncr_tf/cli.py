@@ -153,7 +153,8 @@ def _parse_flags(argv):
     try:
         return flags.FLAGS(argv)
     except flags.Error as e:
-        sys.exit(error(f"{e} (see --helpfull)"))
+        text = re.sub(r"^ERROR::\s*", "", str(e))
+        sys.exit(error(f"{text} (see --helpfull)"))
 
 
 def run(main):

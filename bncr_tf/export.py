@@ -178,7 +178,9 @@ def check_request(signature, inputs, key=None):
       {input name: tf.Tensor} ready for `signature(**tensors)`.
     Raises:
       ValueError: naming the expected signature, on missing or unexpected
-        input names, wrong dtype, rank, shape or inconsistent batch sizes.
+        input names, wrong dtype, values the dtype cannot hold (a seed of
+        0.7, an image value of 300), NaN / Inf latents, rank, shape or
+        inconsistent batch sizes.
     """
     if isinstance(signature, dict):
         specs = signature
@@ -213,6 +215,9 @@ def check_request(signature, inputs, key=None):
                                  and not np.array_equal(raw, array)):
                 raise ValueError(f"{expected}; input {name!r} holds values "
                                  f"that are not {spec.dtype.name}")
+        if np.issubdtype(array.dtype, np.floating) and not np.all(
+                np.isfinite(array)):
+            raise ValueError(f"{expected}; input {name!r} holds NaN or Inf")
         if not spec.shape.is_compatible_with(array.shape):
             raise ValueError(f"{expected}; input {name!r} has shape "
                              f"{list(array.shape)}")

@@ -22,6 +22,7 @@ import logging
 import math
 import os
 import shutil
+import signal
 import sys
 import time
 
@@ -506,7 +507,7 @@ def train(config, force_export=False):
     except KeyboardInterrupt as e:
         raise TrainingInterrupted(
             progress.step, progress.checkpoint,
-            getattr(e, "signum", interrupts.signal.SIGINT)) from None
+            getattr(e, "signum", signal.SIGINT)) from None
     finally:
         _close_logging()
 
