@@ -3,12 +3,13 @@
 - Quiet TensorFlow: `quiet_tensorflow()` (call before TensorFlow is
   imported) sets TF_CPP_MIN_LOG_LEVEL=3, which hides TensorFlow's C++ log
   lines (`failed call to cuInit`, `E0000 ... jpeg_mem.cc` and the like),
-  unless the user set TF_CPP_MIN_LOG_LEVEL or passed --verbose.
-  The first import of TensorFlow after it also drops the few lines
-  TensorFlow's C++ runtime prints while it loads, before that variable
-  applies (oneDNN, "Could not find cuda drivers", CPU instructions);
-  anything else printed during the import (and everything, if the import
-  fails) is passed on.
+  unless the user set TF_CPP_MIN_LOG_LEVEL (then that level holds) or
+  passed --verbose (nothing is hidden). The first import of TensorFlow
+  after it also drops the few lines TensorFlow's C++ runtime prints while
+  it loads, which that variable does not reach (oneDNN, "Could not find
+  cuda drivers", CPU instructions), below the same level; anything else
+  printed during the import (and everything, if the import fails) is
+  passed on.
 - Exit codes: `run(main)` runs an absl `main` with exit 2 and one
   `error: ...` line for every user error, flag-parsing errors included
   (absl alone exits 1 with `FATAL Flags parsing error`), and 130 / 143
@@ -17,29 +18,18 @@
 Entry points: bncr_tf.train, bncr_tf.evaluate, tools/export_savedmodel.py.
 """
 
-import contextlib
 import importlib.abc
 import importlib.machinery
 import os
 import re
 import sys
-import tempfile
 
 from bncr_tf import interrupts
+from bncr_tf import quiet
 
 EXIT_USER_ERROR = 2
 VERBOSE_HELP = ("Show TensorFlow's C++ log messages (hidden by default; "
-                "setting TF_CPP_MIN_LOG_LEVEL also shows them at that "
-                "level).")
-
-_quiet = {"on": False}
-# C++ log lines printed while TensorFlow loads, before TF_CPP_MIN_LOG_LEVEL
-# is applied to them.
-_IMPORT_NOISE = re.compile(
-    r"^([IWEF]\d{4} \d\d:\d\d:\d+\.\d+\s+\d+ \S+:\d+\] |"
-    r"WARNING: All log messages before absl::InitializeLog\(\) |"
-    r"To enable the following instructions: )")
-
+                "if TF_CPP_MIN_LOG_LEVEL is set, that level applies).")
 
 def wants_verbose(argv):
     """True when argv asks for --verbose (read before flags are parsed)."""
@@ -51,21 +41,28 @@ def quiet_tensorflow(argv=None):
     """Hides TensorFlow's C++ logs unless asked for. Call before importing
     TensorFlow.
 
-    Sets TF_CPP_MIN_LOG_LEVEL=3 and arranges that whichever module first
-    imports TensorFlow does so through `_QuietLoader`, which drops the
-    C++ lines printed while it loads.
+    Without --verbose: TF_CPP_MIN_LOG_LEVEL=3 unless the user set it, and
+    whichever module first imports TensorFlow does so through
+    `_QuietLoader`, which drops the lines TensorFlow's C++ runtime prints
+    while it loads (before TF_CPP_MIN_LOG_LEVEL applies to them) below
+    that level. With --verbose nothing is hidden.
 
     Returns:
-      True when the logs are hidden.
+      The level in force, or None with --verbose.
     """
     argv = sys.argv if argv is None else argv
-    if "TF_CPP_MIN_LOG_LEVEL" in os.environ or wants_verbose(argv):
-        return False
-    os.environ["TF_CPP_MIN_LOG_LEVEL"] = "3"
-    if "tensorflow" not in sys.modules and not any(
+    if wants_verbose(argv):
+        return None
+    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
+    try:
+        level = int(os.environ["TF_CPP_MIN_LOG_LEVEL"])
+    except ValueError:
+        return None
+    quiet.LEVEL[0] = level
+    if level > 0 and "tensorflow" not in sys.modules and not any(
             isinstance(f, _QuietFinder) for f in sys.meta_path):
-        sys.meta_path.insert(0, _QuietFinder())
-    return True
+        sys.meta_path.insert(0, _QuietFinder(level))
+    return level
 
 
 def import_tensorflow():
@@ -74,42 +71,19 @@ def import_tensorflow():
     return tensorflow
 
 
-@contextlib.contextmanager
-def _drop_load_noise():
-    """Captures file descriptor 2 and passes on all but `_IMPORT_NOISE`
-    lines (everything, if the block raises)."""
-    sys.stderr.flush()
-    saved = os.dup(2)
-    ok = False
-    with tempfile.TemporaryFile() as captured:
-        os.dup2(captured.fileno(), 2)
-        try:
-            yield
-            ok = True
-        finally:
-            sys.stderr.flush()
-            os.dup2(saved, 2)
-            os.close(saved)
-            captured.seek(0)
-            text = captured.read().decode("utf-8", "replace")
-            for line in text.splitlines():
-                if not ok or not _IMPORT_NOISE.match(line):
-                    sys.stderr.write(line + "\n")
-            sys.stderr.flush()
-
-
 class _QuietLoader(importlib.abc.Loader):
     """Runs the real loader of the `tensorflow` package with its load-time
     C++ lines dropped; everything else is delegated."""
 
-    def __init__(self, loader):
+    def __init__(self, loader, min_level):
         self._loader = loader
+        self._min_level = min_level
 
     def create_module(self, spec):
         return self._loader.create_module(spec)
 
     def exec_module(self, module):
-        with _drop_load_noise():
+        with quiet.native_stderr(self._min_level):
             self._loader.exec_module(module)
 
     def __getattr__(self, name):
@@ -119,13 +93,16 @@ class _QuietLoader(importlib.abc.Loader):
 class _QuietFinder(importlib.abc.MetaPathFinder):
     """Finds `tensorflow` once, wrapping its loader in `_QuietLoader`."""
 
+    def __init__(self, min_level):
+        self._min_level = min_level
+
     def find_spec(self, name, path=None, target=None):
         if name != "tensorflow":
             return None
         sys.meta_path.remove(self)
         spec = importlib.machinery.PathFinder.find_spec(name, path)
         if spec is not None and spec.loader is not None:
-            spec.loader = _QuietLoader(spec.loader)
+            spec.loader = _QuietLoader(spec.loader, self._min_level)
         return spec
 
 

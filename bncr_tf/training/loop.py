@@ -30,6 +30,7 @@ import numpy as np
 import tensorflow as tf
 
 from bncr_tf import interrupts
+from bncr_tf import quiet
 from bncr_tf.training import checkpoints
 from bncr_tf.training import events
 from bncr_tf.training import grids
@@ -71,6 +72,22 @@ class _Progress:
     step = 0
     checkpoint = None
     in_loop = False
+    trainer = None
+    manager = None
+
+    def where(self):
+        """(completed steps, last committed checkpoint or None), read from
+        the trainer's step counter and the checkpoint manager once they
+        exist (a signal can arrive between any two lines)."""
+        step, checkpoint = self.step, self.checkpoint
+        try:
+            if self.trainer is not None:
+                step = self.trainer.step_value()
+            if self.manager is not None:
+                checkpoint = self.manager.latest_checkpoint or checkpoint
+        except Exception:  # noqa: BLE001 - fall back to what was recorded
+            pass
+        return step, checkpoint
 
 
 # --- Set-up -----------------------------------------------------------------
@@ -263,9 +280,12 @@ def load_training_images(config):
     from bncr_tf import data
     from bncr_tf.degradations import settings
     try:
-        images, _ = data.load_clean_uint8(
-            config.data, config.resolution, limit=config.data_limit or None,
-            seed=config.data_seed)
+        # libjpeg / libpng print their complaints about bad files straight
+        # to stderr; the folder scan reports them in one summary instead.
+        with quiet.native_stderr(native=True):
+            images, _ = data.load_clean_uint8(
+                config.data, config.resolution,
+                limit=config.data_limit or None, seed=config.data_seed)
     except data.DataError as e:
         raise UserError(str(e)) from None
     if len(images) < config.d_batch:
@@ -505,9 +525,9 @@ def train(config, force_export=False):
     try:
         return _train(config, force_export, progress)
     except KeyboardInterrupt as e:
+        step, checkpoint = progress.where()
         raise TrainingInterrupted(
-            progress.step, progress.checkpoint,
-            getattr(e, "signum", signal.SIGINT)) from None
+            step, checkpoint, getattr(e, "signum", signal.SIGINT)) from None
     finally:
         _close_logging()
 
@@ -570,6 +590,7 @@ def _train_in(config, force_export, progress, strategy, run_dir, resuming):
 
     with strategy.scope():
         trainer = steps_lib.Trainer(config, strategy)
+    progress.trainer = trainer
     ckpt_dir = os.path.join(run_dir, "checkpoints")
     if resuming:
         for path in (checkpoints.remove_stale_temp(ckpt_dir)
@@ -582,6 +603,7 @@ def _train_in(config, force_export, progress, strategy, run_dir, resuming):
     # Created after the restore: it reads the (possibly repaired) state.
     manager = tf.train.CheckpointManager(
         trainer.checkpoint, ckpt_dir, max_to_keep=config.keep_checkpoints)
+    progress.manager = manager
     start = trainer.step_value()
     progress.step = start
     stats_path = os.path.join(run_dir, "stats.jsonl")
@@ -664,8 +686,6 @@ def _train_in(config, force_export, progress, strategy, run_dir, resuming):
             if (done % config.checkpoint_every == 0
                     or done == config.iterations):
                 failures = _save_checkpoint(manager, done, config, failures)
-                progress.checkpoint = manager.latest_checkpoint
-            progress.step = done
             if fid and (done % config.fid_every == 0
                         or done == config.iterations):
                 value = fid(trainer, done)
