@@ -53,8 +53,9 @@ def keep_lines(lines, min_level, native=False):
 @contextlib.contextmanager
 def native_stderr(min_level=None, native=False):
     """Captures file descriptor 2 during the block and passes on what
-    `keep_lines` keeps (everything, if the block raises and not `native`). A no-op when
-    not quiet (`LEVEL[0]` is None and no `min_level` is given)."""
+    `keep_lines` keeps (everything, if the block raises and not
+    `native`). A no-op when not quiet (`LEVEL[0]` is None and no
+    `min_level` is given)."""
     level = LEVEL[0] if min_level is None else min_level
     if not level:
         yield

@@ -926,10 +926,10 @@ MIRRORED_CLI = textwrap.dedent("""
     cpu = tf.config.list_physical_devices("CPU")[0]
     tf.config.set_logical_device_configuration(
         cpu, [tf.config.LogicalDeviceConfiguration()] * 2)
-    from absl import app
+    from bncr_tf import cli
     from bncr_tf import train
     sys.argv = ["train"] + sys.argv[1:]
-    app.run(train.main)
+    cli.run(train.main)
 """)
 
 

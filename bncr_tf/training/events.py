@@ -2,11 +2,12 @@
 
 A resumed run recomputes the steps after its checkpoint and writes their
 summaries again. Event files are append-only, so without this TensorBoard
-would show those steps twice (both `--load_fast` modes list every record).
-TensorBoard's own remedy, a `SessionLog.START` event that purges later
-steps, is honoured only by its Python loader (`--load_fast=false`), not by
-the default Rust data server, and tf.summary writers cannot emit one. So
-`truncate_events` rewrites the event files the way `rundir.truncate_jsonl`
+would show those steps twice. TensorBoard's Python loader
+(`--load_fast=false`, `plugin_event_accumulator`) purges later steps when
+it reads a `SessionLog.START` event, but TF2's `tf.summary` file writers
+cannot write one (only `tf.compat.v1.summary.FileWriter` could, and not
+eagerly), and rewriting the files works for every reader, the default
+Rust data server included. So `truncate_events` rewrites the event files the way `rundir.truncate_jsonl`
 rewrites stats.jsonl: records with a step after the restored checkpoint
 are dropped (and a record cut off by a kill), each file is replaced
 atomically (a temporary file without "tfevents" in its name, which
