@@ -1,18 +1,20 @@
 """TensorBoard event files of a resumed run: drop what is recomputed.
 
 A resumed run recomputes the steps after its checkpoint and writes their
-summaries again. Event files are append-only, so without this TensorBoard
-would show those steps twice. TensorBoard's Python loader
-(`--load_fast=false`, `plugin_event_accumulator`) purges later steps when
-it reads a `SessionLog.START` event, but TF2's `tf.summary` file writers
-cannot write one (only `tf.compat.v1.summary.FileWriter` could, and not
-eagerly), and rewriting the files works for every reader, the default
-Rust data server included. So `truncate_events` rewrites the event files the way `rundir.truncate_jsonl`
-rewrites stats.jsonl: records with a step after the restored checkpoint
-are dropped (and a record cut off by a kill), each file is replaced
-atomically (a temporary file without "tfevents" in its name, which
-TensorBoard ignores, then a rename). Restart a TensorBoard that was
-watching the run while it was resumed.
+summaries again. Event files are append-only, so without this
+TensorBoard's Python loader (`--load_fast=false`) shows those steps twice
+(measured with TensorBoard 2.21: steps 1, 2, 3, 4, 3, 4, 5, 6 after a
+resume from step 2; the Rust data server of `--load_fast=true` showed
+each step once). That loader (`plugin_event_accumulator`) would purge
+later steps on a `SessionLog.START` event, but TF2's `tf.summary` file
+writers cannot write one (only `tf.compat.v1.summary.FileWriter` could,
+and not eagerly). So `truncate_events` rewrites the event files the way
+`rundir.truncate_jsonl` rewrites stats.jsonl, which works for every
+reader: records with a step after the restored checkpoint are dropped
+(and a record cut off by a kill), each file is replaced atomically (a
+temporary file without "tfevents" in its name, which TensorBoard
+ignores, then a rename). Restart a TensorBoard that was watching the run
+while it was resumed.
 """
 
 import glob
