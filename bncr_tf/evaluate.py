@@ -12,12 +12,15 @@ Examples:
       --reference=tfds:cifar10:test --inception_path=~/inception-2015-12-05.tgz
 """
 
-import sys
+from bncr_tf import cli
 
-from absl import app
-from absl import flags
+# Quiet TensorFlow's C++ messages unless asked for (--verbose or
+# TF_CPP_MIN_LOG_LEVEL); before anything imports TensorFlow.
+cli.quiet_tensorflow()
 
-from bncr_tf.training.config import UserError
+from absl import flags  # noqa: E402
+
+from bncr_tf.training.config import UserError  # noqa: E402
 
 FLAGS = flags.FLAGS
 
@@ -86,41 +89,49 @@ def define_flags():
                   "statistics (--nocache_reference recomputes them).")
     d.DEFINE_string("metrics_dir", "", "Where metric-*.jsonl are appended "
                     "('' = the run directory).")
+    d.DEFINE_bool("verbose", False, cli.VERBOSE_HELP)
 
 def main(argv):
-    if len(argv) > 1:
-        raise app.UsageError(f"unexpected arguments: {' '.join(argv[1:])}")
+    """Scores; exit 0, or 2 with one `error:` line (see bncr_tf.cli).
+
+    Cheapest inputs first: the metric names, the run or export directory,
+    the checkpoint (the latest that reads back intact, as training resumes
+    from it), the reference spec; then the extractor (Inception weights)
+    and the reference images.
+    """
+    del argv
     metrics = tuple(m.strip() for m in FLAGS.metric.split(",") if m.strip())
-    try:
-        if not metrics or set(metrics) - {"fid", "kid"}:
-            raise UserError(f"--metric must list fid and/or kid, got "
-                            f"{FLAGS.metric!r}")
-        # Imported here so --help stays fast.
-        from bncr_tf.metrics import features
-        from bncr_tf.metrics import runner
-        extractor = features.make_extractor(
+    if not metrics or set(metrics) - {"fid", "kid"}:
+        raise UserError(f"--metric must list fid and/or kid, got "
+                        f"{FLAGS.metric!r}")
+    # Imported here so --help stays fast.
+    cli.import_tensorflow()
+    from bncr_tf.metrics import features
+    from bncr_tf.metrics import runner
+
+    def make_extractor():
+        return features.make_extractor(
             FLAGS.extractor, inception_path=FLAGS.inception_path,
             keras_weights=FLAGS.keras_weights, cache=FLAGS.cache_dir,
             allow_download=FLAGS.download, batch_size=FLAGS.batch,
             classifier_path=FLAGS.classifier_path)
-        runner.evaluate_run(
-            extractor, run_dir=FLAGS.run_dir or None,
-            export_dir=FLAGS.export_dir or None, checkpoint=FLAGS.checkpoint,
-            reference_spec=FLAGS.reference or None,
-            reference_limit=FLAGS.reference_limit or None,
-            reference_seed=FLAGS.reference_seed,
-            resolution=FLAGS.resolution or None,
-            num_samples=FLAGS.num_samples, metrics=metrics, seed=FLAGS.seed,
-            batch_size=FLAGS.batch, cache=FLAGS.cache_dir,
-            use_cache=FLAGS.cache_reference, kid_subsets=FLAGS.kid_subsets,
-            kid_subset_size=FLAGS.kid_subset_size,
-            metrics_dir=FLAGS.metrics_dir or None)
-    except UserError as e:
-        print(f"error: {e}", file=sys.stderr)
-        return 2
+
+    runner.evaluate_run(
+        None, make_extractor=make_extractor, warn=cli.warning,
+        run_dir=FLAGS.run_dir or None,
+        export_dir=FLAGS.export_dir or None, checkpoint=FLAGS.checkpoint,
+        reference_spec=FLAGS.reference or None,
+        reference_limit=FLAGS.reference_limit or None,
+        reference_seed=FLAGS.reference_seed,
+        resolution=FLAGS.resolution or None,
+        num_samples=FLAGS.num_samples, metrics=metrics, seed=FLAGS.seed,
+        batch_size=FLAGS.batch, cache=FLAGS.cache_dir,
+        use_cache=FLAGS.cache_reference, kid_subsets=FLAGS.kid_subsets,
+        kid_subset_size=FLAGS.kid_subset_size,
+        metrics_dir=FLAGS.metrics_dir or None)
     return 0
 
 
 if __name__ == "__main__":
     define_flags()
-    app.run(main)
+    cli.run(main)

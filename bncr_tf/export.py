@@ -120,7 +120,10 @@ def _check_inputs(model, key, specs, tensors):
     The placeholders of a SavedModel signature carry static shapes, but a
     loaded signature runs with any shape of the right dtype: a wrong shape
     would fail deep inside a network ("Matrix size-incompatible: In[0]:
-    [2,15], In[1]: [16,128]"). The checks run before anything else.
+    [2,15], In[1]: [16,128]"). Float inputs (the latents) must be finite.
+    The checks run before anything else. Values are not range-checked:
+    uint8 images and int64 seeds have no invalid values, and latents far
+    from N(0, 1) are accepted (docs/serving.md, "Numeric inputs").
 
     Args:
       model: exported model name, for the message.
@@ -136,6 +139,12 @@ def _check_inputs(model, key, specs, tensors):
     for name in sorted(specs):
         shape = tf.shape(tensors[name], out_type=tf.int64)
         static = specs[name].shape[1:]
+        if specs[name].dtype.is_floating:
+            # Numeric policy (docs/serving.md): a NaN / Inf latent is an
+            # error, not a black image.
+            checks.append(tf.debugging.assert_all_finite(
+                tensors[name], message=f"{expected}; input {name!r} holds "
+                f"NaN or Inf"))
         if static.rank:
             checks.append(tf.debugging.assert_equal(
                 shape[1:], tf.constant(static.as_list(), tf.int64),
@@ -169,7 +178,9 @@ def check_request(signature, inputs, key=None):
       {input name: tf.Tensor} ready for `signature(**tensors)`.
     Raises:
       ValueError: naming the expected signature, on missing or unexpected
-        input names, wrong dtype, rank, shape or inconsistent batch sizes.
+        input names, wrong dtype, values the dtype cannot hold (a seed of
+        0.7, an image value of 300), NaN / Inf latents, rank, shape or
+        inconsistent batch sizes.
     """
     if isinstance(signature, dict):
         specs = signature
@@ -204,6 +215,9 @@ def check_request(signature, inputs, key=None):
                                  and not np.array_equal(raw, array)):
                 raise ValueError(f"{expected}; input {name!r} holds values "
                                  f"that are not {spec.dtype.name}")
+        if np.issubdtype(array.dtype, np.floating) and not np.all(
+                np.isfinite(array)):
+            raise ValueError(f"{expected}; input {name!r} holds NaN or Inf")
         if not spec.shape.is_compatible_with(array.shape):
             raise ValueError(f"{expected}; input {name!r} has shape "
                              f"{list(array.shape)}")
@@ -442,37 +456,13 @@ def available_models(gens):
     return [n for n in MODEL_NAMES if n in names]
 
 
-# === Warm-up requests (protobuf wire format) ===
-
-
-def _varint(value):
-    out = bytearray()
-    while True:
-        byte = value & 0x7F
-        value >>= 7
-        if value:
-            out.append(byte | 0x80)
-        else:
-            out.append(byte)
-            return bytes(out)
-
-
-def _field(number, payload):
-    """A length-delimited field (wire type 2)."""
-    return _varint(number << 3 | 2) + _varint(len(payload)) + payload
+# === Warm-up requests ===
 
 
 def warmup_record(model_name, signature_name, inputs):
     """One serialised `tensorflow.serving.PredictionLog` holding a Predict
-    request, encoded by hand (tensorflow_serving.apis is not a dependency).
-
-    Field numbers (tensorflow/serving, tensorflow_serving/apis):
-    PredictionLog.predict_log = 6 (prediction_log.proto);
-    PredictLog.request = 1 (prediction_log.proto);
-    PredictRequest.model_spec = 1, PredictRequest.inputs = 2, a
-    map<string, TensorProto> whose entries are {key = 1, value = 2}
-    (predict.proto); ModelSpec.name = 1, ModelSpec.signature_name = 3
-    (model.proto).
+    request (the protos of the tensorflow-serving-api package, which needs
+    the same TensorFlow and adds no other package to ours).
 
     Args:
       model_name: the served model name (TF Serving's MODEL_NAME).
@@ -481,12 +471,16 @@ def warmup_record(model_name, signature_name, inputs):
     Returns:
       bytes.
     """
-    spec = _field(1, model_name.encode()) + _field(3, signature_name.encode())
-    request = _field(1, spec)
+    from tensorflow_serving.apis import predict_pb2
+    from tensorflow_serving.apis import prediction_log_pb2
+    request = predict_pb2.PredictRequest()
+    request.model_spec.name = model_name
+    request.model_spec.signature_name = signature_name
     for name in sorted(inputs):
-        tensor = tf.make_tensor_proto(inputs[name]).SerializeToString()
-        request += _field(2, _field(1, name.encode()) + _field(2, tensor))
-    return _field(6, _field(1, request))
+        request.inputs[name].CopyFrom(tf.make_tensor_proto(inputs[name]))
+    record = prediction_log_pb2.PredictionLog(
+        predict_log=prediction_log_pb2.PredictLog(request=request))
+    return record.SerializeToString()
 
 
 def warmup_inputs(specs, batch=WARMUP_BATCH):
@@ -599,6 +593,53 @@ def _write_model(plan, model_dir, version, info):
         shutil.rmtree(tmp, ignore_errors=True)
 
 
+def _check_model_names(gens, models):
+    """The requested model names (None or [] = all the variant has).
+
+    Raises:
+      UserError: a name is unknown or the variant lacks that model.
+    """
+    available = available_models(gens)
+    if models is None or list(models) == []:
+        return available
+    unknown = [m for m in models if m not in MODEL_NAMES]
+    if unknown:
+        raise UserError(f"unknown model(s) {', '.join(unknown)}; choose from "
+                        f"{', '.join(MODEL_NAMES)}")
+    absent = [m for m in models if m not in available]
+    if absent:
+        raise UserError(
+            f"variant {gens.variant.name} has no {', '.join(absent)} model; "
+            f"it can export {', '.join(available)}")
+    return list(models)
+
+
+def exported_versions(export_root, step, models):
+    """The versions that hold an export of `step` for every model in
+    `models` ("generator/1", ...), or [] if one of them has none.
+
+    Reads `assets.extra/bncr_export.json` of each version.
+    """
+    found = []
+    for name in models:
+        model_dir = os.path.join(export_root, name)
+        names = os.listdir(model_dir) if os.path.isdir(model_dir) else []
+        match = None
+        for version in sorted((d for d in names if d.isdigit()), key=int):
+            path = os.path.join(model_dir, version, "assets.extra",
+                                INFO_FILE)
+            try:
+                with open(path, encoding="utf-8") as f:
+                    if json.load(f).get("step") == step:
+                        match = f"{name}/{version}"
+            except (OSError, ValueError, AttributeError):
+                continue
+        if match is None:
+            return []
+        found.append(match)
+    return found
+
+
 def export_generators(gens, z_dim, resolution, export_root, models=None,
                       info=None):
     """Exports one SavedModel per model of `gens` (use the EMA copies).
@@ -618,18 +659,7 @@ def export_generators(gens, z_dim, resolution, export_root, models=None,
         variant, or a write fails (e.g. no space left); then no model of
         this export is kept and existing versions are unchanged.
     """
-    available = available_models(gens)
-    if models is None or list(models) == []:
-        models = available
-    unknown = [m for m in models if m not in MODEL_NAMES]
-    if unknown:
-        raise UserError(f"unknown model(s) {', '.join(unknown)}; choose from "
-                        f"{', '.join(MODEL_NAMES)}")
-    absent = [m for m in models if m not in available]
-    if absent:
-        raise UserError(
-            f"variant {gens.variant.name} has no {', '.join(absent)} model; "
-            f"it can export {', '.join(available)}")
+    models = _check_model_names(gens, models)
     plans = plan_models(gens, z_dim, resolution)
     names = [m for m in MODEL_NAMES if m in models]
     version = max(next_version(os.path.join(export_root, n)) for n in names)
@@ -660,7 +690,7 @@ def export_generators(gens, z_dim, resolution, export_root, models=None,
 
 
 def export_from_run(run_dir=None, checkpoint=None, export_root=None,
-                    models=None):
+                    models=None, warn=None):
     """Exports the EMA generators of a run directory's checkpoint.
 
     Args:
@@ -670,10 +700,14 @@ def export_from_run(run_dir=None, checkpoint=None, export_root=None,
         checkpoint prefix path.
       export_root: default `<run_dir>/export`.
       models: model names (see `export_generators`); None = all.
+      warn: function receiving the one-line warning when the latest
+        checkpoint is damaged and an older one is used
+        (`checkpoints.restore_latest_valid`).
     Returns:
       list of the written version directories.
     Raises:
-      UserError: for a missing run directory, checkpoint or model.
+      UserError: for a missing run directory, checkpoint or model, or when
+        every checkpoint is damaged.
     """
     if checkpoint in (None, "", "latest"):
         checkpoint = None
@@ -683,11 +717,16 @@ def export_from_run(run_dir=None, checkpoint=None, export_root=None,
                             "inside <run_dir>/checkpoints/")
         run_dir = os.path.dirname(os.path.dirname(
             os.path.abspath(str(checkpoint))))
-    config, gens, path = runs.load_generators(run_dir, checkpoint, ema=True)
+    config = runs.load_config(run_dir)
+    gens = runs.build_generators(config, ema=True)
+    # The names are checked before any checkpoint is read.
+    _check_model_names(gens, models)
+    path = runs.restore_generators(run_dir, gens, checkpoint, ema=True,
+                                   warn=warn)
     root = export_root or os.path.join(run_dir, "export")
     info = {"run_dir": os.path.abspath(run_dir),
             "checkpoint": os.path.abspath(path), "ema": True,
-            "setting": config.setting}
+            "setting": config.setting, "step": runs.checkpoint_step(path)}
     return export_generators(gens, config.z_dim, config.resolution, root,
                              models=models, info=info)
 

@@ -7,10 +7,12 @@ and its checkpoints restore the weights.
 
 import json
 import os
+import re
 
 import tensorflow as tf
 
 from bncr_tf import models
+from bncr_tf.training import checkpoints
 from bncr_tf.training.config import TrainConfig
 from bncr_tf.training.config import UserError
 
@@ -24,9 +26,20 @@ def load_config(run_dir):
         return TrainConfig.from_dict(json.load(f))
 
 
+def checkpoint_step(path):
+    """The step of a "<name>-<step>" checkpoint prefix (None if none)."""
+    match = re.search(r"-(\d+)$", str(path))
+    return int(match.group(1)) if match else None
+
+
 def checkpoint_path(run_dir, checkpoint=None):
-    """Resolves a checkpoint: None = latest of the run, or a step number,
-    or a checkpoint prefix path."""
+    """Resolves a checkpoint: None = the latest named by the state file
+    (not checked for damage, see `restore_generators`), a step number or
+    a prefix path.
+
+    Raises:
+      UserError: it does not exist.
+    """
     ckpt_dir = os.path.join(run_dir, "checkpoints")
     if checkpoint is None:
         path = tf.train.latest_checkpoint(ckpt_dir)
@@ -42,23 +55,59 @@ def checkpoint_path(run_dir, checkpoint=None):
     return path
 
 
-def load_generators(run_dir, checkpoint=None, ema=True):
-    """Rebuilds a run's generators and restores their weights.
+def build_generators(config, ema=True):
+    """A run's generators, untrained (names of the EMA copies if `ema`)."""
+    return models.build_generators(config, "_ema" if ema else "")
+
+
+def restore_generators(run_dir, gens, checkpoint=None, ema=True,
+                       warn=None):
+    """Restores generators from a run's checkpoint.
 
     Args:
-      run_dir: a run directory written by `bncr_tf.train`.
-      checkpoint: None (latest), a step number, or a checkpoint path.
-      ema: restore the EMA weights (what samples, FID and export use);
-        False restores the raw training weights.
+      run_dir: the run directory.
+      gens: `build_generators(config, ema)` of the run's config.
+      checkpoint: None or "latest" (the newest that reads back intact,
+        falling back from damaged ones with a warning exactly as a resumed
+        training does: `checkpoints.restore_latest_valid`), a step number
+        or a checkpoint prefix path (that one, or a UserError).
+      ema: restore the EMA weights (what samples, FID and export use).
+      warn: function receiving the warning about a damaged checkpoint.
     Returns:
-      (config, `synthesis.Generators`, checkpoint path).
+      The restored checkpoint path.
+    Raises:
+      UserError: no checkpoint, or the chosen one(s) damaged.
     """
-    config = load_config(run_dir)
-    path = checkpoint_path(run_dir, checkpoint)
-    gens = models.build_generators(config, "_ema" if ema else "")
     suffix = "_ema" if ema else ""
     ckpt = tf.train.Checkpoint(**{
         name + suffix: models.checkpoint_variables(model)
         for name, model in gens.models().items()})
-    ckpt.restore(path).expect_partial().assert_existing_objects_matched()
+    if checkpoint in (None, "", "latest"):
+        ckpt_dir = os.path.join(run_dir, "checkpoints")
+        if checkpoints.read_state(ckpt_dir) is None:
+            raise UserError(f"{run_dir} has no checkpoint in {ckpt_dir}")
+        path, _ = checkpoints.restore_latest_valid(
+            ckpt, ckpt_dir, partial=True, repair=False, warn=warn)
+        return path
+    path = checkpoint_path(run_dir, checkpoint)
+    checkpoints.restore_one(ckpt, path, partial=True)
+    return path
+
+
+def load_generators(run_dir, checkpoint=None, ema=True, warn=None):
+    """Rebuilds a run's generators and restores their weights.
+
+    Args:
+      run_dir: a run directory written by `bncr_tf.train`.
+      checkpoint: None (the latest intact one), a step number, or a
+        checkpoint path (see `restore_generators`).
+      ema: restore the EMA weights (what samples, FID and export use);
+        False restores the raw training weights.
+      warn: function receiving the warning about a damaged checkpoint.
+    Returns:
+      (config, `synthesis.Generators`, checkpoint path).
+    """
+    config = load_config(run_dir)
+    gens = build_generators(config, ema)
+    path = restore_generators(run_dir, gens, checkpoint, ema, warn)
     return config, gens, path

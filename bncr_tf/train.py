@@ -11,18 +11,18 @@ Examples:
 """
 
 import dataclasses
-import os
 import sys
 
-# Quiet TensorFlow's C++ start-up messages unless the user asked for them.
-os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+from bncr_tf import cli
 
-from absl import app  # noqa: E402
+# Quiet TensorFlow's C++ messages unless asked for (--verbose or
+# TF_CPP_MIN_LOG_LEVEL); before anything imports TensorFlow.
+cli.quiet_tensorflow()
+
 from absl import flags  # noqa: E402
 from absl import logging as absl_logging  # noqa: E402
 
 from bncr_tf.training.config import TrainConfig  # noqa: E402
-from bncr_tf.training.config import UserError  # noqa: E402
 
 FLAGS = flags.FLAGS
 
@@ -59,26 +59,34 @@ def config_from_flags(flag_values=FLAGS):
 
 
 def main(argv):
-    if len(argv) > 1:
-        raise app.UsageError(f"unexpected arguments: {' '.join(argv[1:])}")
+    """Trains; returns 0, 2 (user error, raised as UserError and reported
+    by `cli.run`) or 130 / 143 (Ctrl-C / SIGTERM, with one line naming the
+    step and the last checkpoint)."""
+    del argv
     # TensorFlow logs SavedModel and checkpoint details through absl at INFO;
     # the run's own log (stdout and log.txt) is separate.
     absl_logging.set_verbosity(absl_logging.WARNING)
+    config = config_from_flags()
+    if config.dry_run:
+        print(config.to_json())
+        return 0
+    # Imported here so --helpfull and --dry_run stay fast.
+    cli.import_tensorflow()
+    from bncr_tf.training import loop
+    # --export_at_end given again (command line or flagfile) re-exports a
+    # run that has nothing left to train; the default does not.
+    force_export = bool(FLAGS["export_at_end"].present
+                        and FLAGS.export_at_end)
     try:
-        config = config_from_flags()
-        if config.dry_run:
-            print(config.to_json())
-            return 0
-        # Imported here so --helpfull and --dry_run stay fast.
-        from bncr_tf.training import loop
-        loop.train(config)
-    except UserError as e:
-        print(f"error: {e}", file=sys.stderr)
-        return 2
+        loop.train(config, force_export=force_export)
+    except loop.TrainingInterrupted as e:
+        print(e, file=sys.stderr)
+        return e.exit_code
     return 0
 
 
 define_flags()
+flags.DEFINE_bool("verbose", False, cli.VERBOSE_HELP)
 
 if __name__ == "__main__":
-    app.run(main)
+    cli.run(main)

@@ -19,7 +19,6 @@ import keras
 import numpy as np
 import pytest
 import tensorflow as tf
-from tensorflow.core.framework import tensor_pb2
 from tensorflow.core.protobuf import saved_model_pb2
 
 from bncr_tf import export
@@ -502,57 +501,91 @@ def test_wrong_shape_or_dtype_names_the_signature(export_root):
     assert sig(**ok)["image"].shape == (1, 32, 32, 3)
 
 
+def test_numeric_input_policy(export_root):
+    """docs/serving.md, "Numeric inputs": NaN / Inf latents are rejected
+    in the graph, naming the signature; large latents are accepted and
+    still give valid images; the conversions a caller's client does before
+    the model (seed 0.7 -> 0, float image 300.0 -> uint8 44) are what
+    check_request rejects."""
+    gen = tf.saved_model.load(_version_dir(export_root, "generator"))
+    kern = tf.saved_model.load(_version_dir(export_root, "blur_kernel"))
+    qual = tf.saved_model.load(_version_dir(export_root, "quality"))
+    deg = tf.saved_model.load(_version_dir(export_root, "degrade"))
+    bad = np.zeros([2, Z_DIM], np.float32)
+    for value in (np.nan, np.inf, -np.inf):
+        bad[1, 3] = value
+        for model, fn, name in (
+                ("generator", gen.signatures["serving_default"], "z"),
+                ("blur_kernel", kern.signatures["serving_default"], "z_k"),
+                ("quality", qual.signatures["serving_default"], "z_q")):
+            with pytest.raises(tf.errors.InvalidArgumentError) as e:
+                fn(**{name: tf.constant(bad)})
+            assert (f"{model}/serving_default expects {name}: float32 "
+                    f"[None, 16]; input '{name}' holds NaN or Inf") in str(
+                        e.value)
+    # Far outside N(0, 1): accepted, the image is still valid.
+    out = gen.signatures["serving_default"](
+        z=tf.fill([1, Z_DIM], 300.0))
+    image_float = out["image_float"].numpy()
+    assert np.all(np.isfinite(image_float))
+    assert image_float.min() >= -1.0 and image_float.max() <= 1.0
+    assert out["image"].dtype == tf.uint8
+    k = kern.signatures["serving_default"](z_k=tf.fill([1, Z_DIM], 300.0))
+    assert np.all(np.isfinite(k["kernel"].numpy()))
+    np.testing.assert_allclose(k["kernel"].numpy().sum(axis=(1, 2)), 1.0,
+                               atol=1e-4)
+    q = qual.signatures["serving_default"](z_q=tf.fill([1, Z_DIM], -300.0))
+    assert 0.0 <= float(q["quality"][0]) <= 100.0
+    # Any int64 seed is valid, negative ones too.
+    neg = gen.signatures["from_seed"](seed=tf.constant([-5, 2 ** 40],
+                                                       tf.int64))
+    assert np.all(np.isfinite(neg["image_float"].numpy()))
+    # What a caller's conversion does before the model sees the input
+    # (the model cannot tell) ...
+    sig = gen.signatures["from_seed"]
+    a = sig(seed=np.array([0.7]))["image"]
+    b = sig(seed=tf.constant([0], tf.int64))["image"]
+    np.testing.assert_array_equal(a.numpy(), b.numpy())
+    # ... and check_request rejects it, as it rejects NaN latents.
+    with pytest.raises(ValueError, match="input 'seed' holds values that "
+                       "are not int64"):
+        export.check_request(sig, {"seed": [0.7]})
+    with pytest.raises(ValueError, match="input 'seed' is float64, not "
+                       "int64"):
+        export.check_request(sig, {"seed": np.array([0.7])})
+    dsig = deg.signatures["serving_default"]
+    with pytest.raises(ValueError, match="input 'image' is float64, not "
+                       "uint8"):
+        export.check_request(dsig, {"image": np.full([1, 32, 32, 3], 300.0),
+                                    "seed": [1]})
+    with pytest.raises(ValueError, match="input 'image' holds values that "
+                       "are not uint8"):
+        export.check_request(dsig, {"image": np.full([1, 32, 32, 3],
+                                                     300).tolist(),
+                                    "seed": [1]})
+    with pytest.raises(ValueError, match="input 'z' holds NaN or Inf"):
+        export.check_request(gen.signatures["serving_default"],
+                             {"z": bad})
+
+
 # === Warm-up file ===
-
-
-def _varint(buf, pos):
-    value = shift = 0
-    while True:
-        byte = buf[pos]
-        pos += 1
-        value |= (byte & 0x7F) << shift
-        shift += 7
-        if not byte & 0x80:
-            return value, pos
-
-
-def _message(buf):
-    """{field number: [values]} of a protobuf message (wire format)."""
-    fields, pos = {}, 0
-    while pos < len(buf):
-        tag, pos = _varint(buf, pos)
-        number, wire = tag >> 3, tag & 7
-        if wire == 0:
-            value, pos = _varint(buf, pos)
-        elif wire == 1:
-            value, pos = buf[pos:pos + 8], pos + 8
-        elif wire == 2:
-            size, pos = _varint(buf, pos)
-            value, pos = buf[pos:pos + size], pos + size
-        elif wire == 5:
-            value, pos = buf[pos:pos + 4], pos + 4
-        else:
-            raise ValueError(f"wire type {wire}")
-        fields.setdefault(number, []).append(value)
-    assert pos == len(buf)
-    return fields
 
 
 def _decode_prediction_log(record):
     """(model name, signature name, {input: ndarray}) of a PredictionLog
-    holding a PredictLog (field numbers of tensorflow_serving/apis)."""
-    log = _message(record)
-    assert set(log) == {6}  # predict_log
-    predict_log = _message(log[6][0])
-    assert set(predict_log) == {1}  # request, no response
-    request = _message(predict_log[1][0])
-    spec = _message(request[1][0])  # model_spec
-    inputs = {}
-    for entry in request[2]:  # map<string, TensorProto>
-        entry = _message(entry)
-        proto = tensor_pb2.TensorProto.FromString(entry[2][0])
-        inputs[entry[1][0].decode()] = tf.make_ndarray(proto)
-    return spec[1][0].decode(), spec[3][0].decode(), inputs
+    holding a PredictLog, parsed by protobuf with TF Serving's own
+    classes (as TF Serving reads the warm-up file)."""
+    from tensorflow_serving.apis import prediction_log_pb2
+    log = prediction_log_pb2.PredictionLog.FromString(record)
+    assert log.WhichOneof("log_type") == "predict_log"
+    assert not log.predict_log.HasField("response")
+    request = log.predict_log.request
+    # Nothing unknown to the parser (a wrong field number would land here).
+    from google.protobuf import unknown_fields
+    for message in (log, log.predict_log, request, request.model_spec):
+        assert len(unknown_fields.UnknownFieldSet(message)) == 0
+    inputs = {k: tf.make_ndarray(v) for k, v in request.inputs.items()}
+    return request.model_spec.name, request.model_spec.signature_name, inputs
 
 
 def _signature_defs(version_dir):

@@ -90,6 +90,11 @@ def _flip(path, position):
         f.write(bytes([byte[0] ^ 0xFF]))
 
 
+# A line of TensorFlow's C++ logging ("E0000 00:00:1796106922.419957 3289
+# cuda_platform.cc:52] failed call to cuInit ...").
+CPP_LOG_LINE = re.compile(r"^[IWEF]\d{4} \d\d:\d\d:\d+\.\d+\s+\d+ \S+:\d+\]")
+
+
 def _one_error_line(stderr):
     """The `error:` / flag-error lines of a CLI's stderr (no traceback)."""
     assert "Traceback" not in stderr, stderr
@@ -293,7 +298,7 @@ def test_damaged_latest_falls_back_to_the_previous(damage, tmp_path,
     assert np.all(v.numpy() == 2)
     warning = [m for m in captured if "damaged" in m]
     assert warning == [f"checkpoint {tmp_path / 'ckpt-3'} is damaged "
-                       f"({damaged[0][1]}); resuming from "
+                       f"({damaged[0][1]}); using "
                        f"{tmp_path / 'ckpt-2'} instead"]
     # The state no longer lists the damaged checkpoint: a new manager
     # continues from ckpt-2 and a new save of step 3 commits again.
@@ -322,18 +327,31 @@ def test_every_checkpoint_damaged_is_one_user_error(tmp_path):
     assert "\n" not in message
 
 
-def test_resume_from_a_damaged_checkpoint_equals_uninterrupted(
-        base, reference, tmp_path):
-    """Truncated latest checkpoint of a real run: the resume warns, naming
-    ckpt-4 (damaged) and ckpt-2 (used), recomputes steps 3-6 and ends
-    bit-equal to the uninterrupted run."""
-    config, run_dir = _copy_base(base, tmp_path)
+@pytest.fixture(scope="module")
+def resumed_from_damaged(base, tmp_path_factory):
+    """`base` with a truncated ckpt-4, resumed to 6 iterations: ckpt-2 is
+    used and steps 3-6 are recomputed (3 and 4 had been logged)."""
+    config, run_dir = _copy_base(base, tmp_path_factory.mktemp("damaged"))
     ckpt = os.path.join(run_dir, "checkpoints")
     _truncate(os.path.join(ckpt, "ckpt-4") + DATA_SUFFIX, 0.5)
     loop.train(config)
+    return run_dir
+
+
+DAMAGED_WARNING = re.compile(
+    r"checkpoint (\S+) is damaged \((.+)\); using (\S+) instead$")
+
+
+def test_resume_from_a_damaged_checkpoint_equals_uninterrupted(
+        resumed_from_damaged, reference):
+    """Truncated latest checkpoint of a real run: the resume warns, naming
+    ckpt-4 (damaged) and ckpt-2 (used), recomputes steps 3-6 and ends
+    bit-equal to the uninterrupted run."""
+    run_dir = resumed_from_damaged
+    ckpt = os.path.join(run_dir, "checkpoints")
     text = _log(run_dir)
     assert (f"checkpoint {ckpt}/ckpt-4 is damaged (" in text
-            and f"resuming from {ckpt}/ckpt-2 instead" in text)
+            and f"using {ckpt}/ckpt-2 instead" in text)
     assert re.search(r"restored \S+ckpt-2 at step 2", text)
     assert_same_checkpoint(runs.checkpoint_path(run_dir),
                            runs.checkpoint_path(reference))
@@ -836,26 +854,38 @@ def _cli(args, tmp_path=None, module="bncr_tf.train"):
 @pytest.mark.parametrize("args,code,message", [
     (["--resolution=48", "--dry_run"], 2,
      "error: --resolution must be a power of two >= 16, got 48"),
-    (["--resolution=8", "--dry_run"], 1, "--resolution=8"),
+    (["--resolution=8", "--dry_run"], 2,
+     "error: flag --resolution=8: 8 is not integer >= 16 (see --helpfull)"),
+    (["--resolution=7"], 2, "error: flag --resolution=7: "),
+    (["--iterations=-1"], 2, "error: flag --iterations=-1: "),
+    (["--flagfile=/nonexistent/x.flags"], 2,
+     "error: Unable to open flagfile: "),
+    (["--no_such_flag=1"], 2,
+     "error: Unknown command line flag 'no_such_flag'"),
+    (["--dry_run", "stray"], 2, "error: unexpected arguments: stray"),
     (["--g_batch=7", "--dry_run"], 2, "error: --g_batch must be even"),
-    (["--d_batch=1", "--dry_run"], 1, "--d_batch=1"),
+    (["--d_batch=1", "--dry_run"], 2, "error: flag --d_batch=1: "),
     (["--kernel_size=6", "--dry_run"], 2,
      "error: --kernel_size must be odd and >= 3, got 6"),
     (["--ema_decay=1.5", "--dry_run"], 2,
      "error: --ema_decay must be in [0, 1), got 1.5"),
-    (["--lr=-1", "--dry_run"], 1, "--lr=-1"),
-    (["--mixed_precision=fp8", "--dry_run"], 1, "--mixed_precision"),
+    (["--lr=-1", "--dry_run"], 2, "error: flag --lr=-1: "),
+    (["--mixed_precision=fp8", "--dry_run"], 2,
+     "error: flag --mixed_precision=fp8: "),
     pytest.param(["--setting=Z", "--dry_run"], 2, "error: ",
                  marks=pytest.mark.slow),
     pytest.param(["--variant=bncr", "--dry_run"], 2,
                  "error: unknown model variant", marks=pytest.mark.slow),
 ])
 def test_train_cli_rejects_bad_flags_in_one_line(args, code, message):
-    """Fast (no TensorFlow import) unless marked slow."""
+    """Fast (no TensorFlow import) unless marked slow. Flag-parsing errors
+    exit 2 like every other user error, as one line: stderr holds nothing
+    else."""
     out = _cli(args)
     assert out.returncode == code, out.stderr
     errors = _one_error_line(out.stderr)
-    assert len(errors) == 1 and message in errors[0], out.stderr
+    assert len(errors) == 1 and errors[0].startswith(message), out.stderr
+    assert out.stderr.strip().splitlines() == errors, out.stderr
 
 
 def test_train_cli_missing_data_and_resume_dir(tmp_path):
@@ -885,6 +915,9 @@ def test_train_cli_all_bad_data_folder(tmp_path):
     errors = _one_error_line(out.stderr)
     assert errors == [f"error: no usable images in {folder}: 2 files, all "
                       f"unusable (1 empty, 1 not an image)"]
+    # The failed start (after the run directory was made) leaves none.
+    assert not os.path.exists(tmp_path / "runs") or not os.listdir(
+        tmp_path / "runs")
 
 
 MIRRORED_CLI = textwrap.dedent("""
@@ -893,10 +926,10 @@ MIRRORED_CLI = textwrap.dedent("""
     cpu = tf.config.list_physical_devices("CPU")[0]
     tf.config.set_logical_device_configuration(
         cpu, [tf.config.LogicalDeviceConfiguration()] * 2)
-    from absl import app
+    from bncr_tf import cli
     from bncr_tf import train
     sys.argv = ["train"] + sys.argv[1:]
-    app.run(train.main)
+    cli.run(train.main)
 """)
 
 
@@ -925,13 +958,14 @@ def test_batch_not_divisible_by_replicas(tmp_path):
       "--seed=-1"], 1, "--seed must be a non-negative integer"),
     ("bncr_tf.evaluate", ["--metric=fd", "--run_dir=/nonexistent"], 2,
      "error: --metric must list fid and/or kid"),
-    ("bncr_tf.evaluate", ["--num_samples=0"], 1, "--num_samples=0"),
+    ("bncr_tf.evaluate", ["--num_samples=0"], 2,
+     "error: flag --num_samples=0: "),
     ("bncr_tf.evaluate", ["--run_dir=/nonexistent",
                           "--extractor=random_conv"], 2,
      "error: /nonexistent is not a run directory (no config.json)"),
     ("tools/export_savedmodel.py", ["--run_dir=/nonexistent"], 2,
      "error: /nonexistent is not a run directory (no config.json)"),
-    ("tools/export_savedmodel.py", ["--models=gen"], 1,
+    ("tools/export_savedmodel.py", ["--models=gen"], 2,
      "--models must be a comma-separated subset"),
 ], ids=lambda v: v if isinstance(v, str) and "/" not in v else None)
 def test_other_clis_reject_bad_flags_in_one_line(module, args, code,
@@ -1150,3 +1184,358 @@ def test_network_access_only_in_the_inception_download():
         inception = f.read()
     assert "urlopen(" in inception
     assert re.search(r"return pb, _verify\(pb, sha256,", inception)
+
+
+# === TensorBoard through its own server ======================================
+
+def _free_port():
+    import socket
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def _get_json(url):
+    import urllib.request
+    with urllib.request.urlopen(url, timeout=30) as response:
+        assert response.status == 200, url
+        return json.loads(response.read())
+
+
+class _TensorBoard:
+    """A `tensorboard` server on the loopback address over `logdir`."""
+
+    def __init__(self, logdir, load_fast):
+        self.port = _free_port()
+        self.url = f"http://127.0.0.1:{self.port}"
+        binary = os.path.join(os.path.dirname(sys.executable), "tensorboard")
+        cmd = ([binary] if os.path.exists(binary) else
+               [sys.executable, "-m", "tensorboard.main"])
+        self.proc = subprocess.Popen(
+            cmd + [f"--logdir={logdir}", "--host=127.0.0.1",
+                   f"--port={self.port}", f"--load_fast={load_fast}",
+                   "--reload_interval=1"],
+            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, env=ENV)
+
+    def get(self, path, **params):
+        import urllib.parse
+        query = urllib.parse.urlencode(params)
+        return _get_json(f"{self.url}/data/plugin/{path}"
+                         + (f"?{query}" if query else ""))
+
+    def wait_for(self, plugin, run, tags, timeout=120):
+        """Waits until the server lists every tag of `tags` for `run`."""
+        import time
+        import urllib.error
+        deadline = time.time() + timeout
+        seen = {}
+        while time.time() < deadline:
+            assert self.proc.poll() is None, self.proc.stderr.read()
+            try:
+                seen = self.get(f"{plugin}/tags").get(run, {})
+                if set(tags) <= set(seen):
+                    return seen
+            except (urllib.error.URLError, ConnectionError, OSError):
+                pass
+            time.sleep(0.5)
+        raise AssertionError(f"{plugin} tags {sorted(seen)} lack "
+                             f"{sorted(set(tags) - set(seen))}")
+
+    def close(self):
+        self.proc.terminate()
+        try:
+            self.proc.wait(timeout=20)
+        except subprocess.TimeoutExpired:
+            self.proc.kill()
+            self.proc.wait()
+        self.proc.stderr.close()
+
+
+@pytest.mark.parametrize("load_fast", ["true", "false"])
+def test_tensorboard_server_shows_every_tag_once_per_step(
+        resumed_from_damaged, load_fast):
+    """The `tensorboard` server (both loaders) over a run resumed from
+    ckpt-2 after steps 3-4 had been logged: every scalar of stats.jsonl
+    reads back through the HTTP data API with its values, each step once;
+    the degradation histograms have their own tags; the reals and fakes
+    images are there."""
+    run_dir = resumed_from_damaged
+    records = [json.loads(line) for line in open(
+        os.path.join(run_dir, "stats.jsonl"))]
+    assert [r["step"] for r in records] == [1, 2, 3, 4, 5, 6]
+    scalars = sorted(set(records[0]) - {"step", "kimg", "time"})
+    assert "Degradation/kernel_entropy" in scalars
+    assert "Degradation/noise_std" in scalars
+    hists = ["Degradation_hist/kernel_entropy", "Degradation_hist/noise_std",
+             "Degradation_hist/q"]
+    tb = _TensorBoard(run_dir, load_fast)
+    try:
+        tb.wait_for("scalars", "tb", scalars)
+        tb.wait_for("histograms", "tb", hists)
+        tags = tb.wait_for("images", "tb", ["reals", "fakes"])
+        for tag in scalars:
+            points = tb.get("scalars/scalars", run="tb", tag=tag)
+            steps = [p[1] for p in points]
+            assert steps == [1, 2, 3, 4, 5, 6], (tag, steps)
+            want = [r[tag] for r in records]
+            got = [p[2] for p in points]
+            assert got == pytest.approx(want, rel=1e-5, abs=1e-6), tag
+        hist_tags = tb.get("histograms/tags")["tb"]
+        assert not set(hist_tags) & set(scalars), sorted(hist_tags)
+        for tag in hists:
+            steps = [h[1] for h in tb.get("histograms/histograms", run="tb",
+                                          tag=tag)]
+            assert steps == [1, 2, 3, 4, 5, 6], (tag, steps)
+        assert tags["reals"]["samples"] == 1
+        for tag, steps in (("reals", [0]), ("fakes", [2, 4, 6])):
+            images = tb.get("images/images", run="tb", tag=tag, sample=0)
+            assert [i["step"] for i in images] == steps, tag
+            import urllib.request
+            with urllib.request.urlopen(
+                    f"{tb.url}/data/plugin/images/individualImage?"
+                    f"{images[-1]['query']}", timeout=30) as response:
+                assert response.read(8) == b"\x89PNG\r\n\x1a\n"
+    finally:
+        tb.close()
+
+
+def test_truncate_events_drops_later_steps_and_a_cut_record(tmp_path):
+    """Events after the restored step and a record cut by a kill go; the
+    rest (and the file-version record) stay; nothing to drop leaves the
+    file as it was."""
+    from bncr_tf.training import events
+    writer = tf.summary.create_file_writer(str(tmp_path))
+    with writer.as_default():
+        for step in range(1, 7):
+            tf.summary.scalar("x", float(step), step=step)
+    writer.close()
+    (path,) = events.event_files(str(tmp_path))
+    before = open(path, "rb").read()
+    assert events.truncate_events(str(tmp_path), 6) == 0
+    assert open(path, "rb").read() == before
+    with open(path, "ab") as f:
+        f.write(before[-20:-3])  # a cut-off record
+    assert events.truncate_events(str(tmp_path), 4) == 3
+    from tensorboard.backend.event_processing import event_file_loader
+    loaded = list(event_file_loader.EventFileLoader(path).Load())
+    assert loaded[0].file_version
+    assert [e.step for e in loaded[1:]] == [1, 2, 3, 4]
+    assert not os.path.exists(os.path.join(str(tmp_path),
+                                           events.TEMP_NAME))
+
+
+# === Readers fall back from damaged checkpoints as training does ============
+
+def test_evaluate_and_export_fall_back_like_training(
+        base, resumed_from_damaged, tmp_path):
+    """Latest checkpoint damaged: export and evaluate use the previous one
+    with the warning a resumed training logs (same function, same words),
+    and leave the run's state file as it is."""
+    from bncr_tf.metrics import features
+    from bncr_tf.metrics import runner
+    config, run_dir = _copy_base(base, tmp_path)
+    ckpt = os.path.join(run_dir, "checkpoints")
+    _truncate(os.path.join(ckpt, "ckpt-4") + DATA_SUFFIX, 0.5)
+    state = open(os.path.join(ckpt, "checkpoint")).read()
+    trained = [DAMAGED_WARNING.search(line)
+               for line in _log(resumed_from_damaged).splitlines()]
+    trained = [m for m in trained if m]
+    assert len(trained) == 1
+
+    def same_as_training(messages):
+        (message,) = messages
+        match = DAMAGED_WARNING.match(message)
+        assert match, message
+        assert match.group(1) == os.path.join(ckpt, "ckpt-4")
+        assert match.group(3) == os.path.join(ckpt, "ckpt-2")
+        assert (os.path.basename(trained[0].group(1)),
+                os.path.basename(trained[0].group(3))) == ("ckpt-4", "ckpt-2")
+
+    warned = []
+    (path,) = export.export_from_run(run_dir=run_dir, models=["generator"],
+                                     warn=warned.append)
+    same_as_training(warned)
+    with open(os.path.join(path, "assets.extra", export.INFO_FILE)) as f:
+        info = json.load(f)
+    assert info["checkpoint"].endswith("ckpt-2") and info["step"] == 2
+
+    warned = []
+    records = runner.evaluate_run(
+        features.make_extractor("random_conv"), run_dir=run_dir,
+        num_samples=8, batch_size=8, reference_limit=16,
+        cache=str(tmp_path / "cache"), progress=False, log=lambda s: None,
+        warn=warned.append)
+    same_as_training(warned)
+    assert records[0]["step"] == 2
+    assert open(os.path.join(ckpt, "checkpoint")).read() == state
+
+    # The export tool: the warning as one line, exit 0, no traceback.
+    out = _cli([f"--run_dir={run_dir}", "--models=generator",
+                f"--export_root={tmp_path / 'export2'}"],
+               module="tools/export_savedmodel.py")
+    assert out.returncode == 0, out.stderr
+    assert "Traceback" not in out.stderr
+    warnings = [line for line in out.stderr.splitlines()
+                if line.startswith("warning: ")]
+    same_as_training([w[len("warning: "):] for w in warnings])
+
+    # Every checkpoint damaged: one sentence.
+    _truncate(os.path.join(ckpt, "ckpt-2") + DATA_SUFFIX, 0.1)
+    with pytest.raises(UserError, match=r"^no usable checkpoint in .*: "
+                       r"every checkpoint is damaged \(ckpt-4: .*ckpt-2: "):
+        runs.load_generators(run_dir)
+
+
+def test_evaluate_reports_a_wrong_run_dir_before_inception(tmp_path):
+    """A mistyped --run_dir (or --reference) is reported before the
+    Inception weights are looked for (there are none here, and no
+    download is allowed)."""
+    env = {k: v for k, v in ENV.items() if k != "BNCR_INCEPTION_PATH"}
+    env["BNCR_CACHE_DIR"] = str(tmp_path / "empty-cache")
+    cmd = [sys.executable, "-m", "bncr_tf.evaluate", "--nodownload"]
+    out = subprocess.run(cmd + [f"--run_dir={tmp_path}/typo"], cwd=ROOT,
+                         capture_output=True, text=True, env=env,
+                         timeout=300)
+    assert out.returncode == 2, out.stderr
+    assert out.stderr.strip().splitlines() == [
+        f"error: {tmp_path}/typo is not a run directory (no config.json)"]
+
+
+# === Interrupts ==============================================================
+
+INTERRUPTED = re.compile(r"^interrupted at step (\d+); last checkpoint "
+                         r"(ckpt-\d+|none); run the same command to "
+                         r"continue$")
+
+
+def _train_until(args, pattern, sig, timeout=240):
+    """Starts the training CLI, sends `sig` once a stdout line matches
+    `pattern`; returns (exit code, stdout, stderr)."""
+    import time
+    env = dict(ENV)
+    env.pop("TF_CPP_MIN_LOG_LEVEL")
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "bncr_tf.train"] + args, cwd=ROOT, env=env,
+        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    lines = []
+    deadline = time.time() + timeout
+    try:
+        for line in proc.stdout:
+            lines.append(line)
+            if re.search(pattern, line):
+                proc.send_signal(sig)
+                break
+            assert time.time() < deadline, "".join(lines)
+        out, err = proc.communicate(timeout=timeout)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+    return proc.returncode, "".join(lines) + out, err
+
+
+def test_ctrl_c_and_sigterm_stop_training_cleanly(tmp_path):
+    """SIGINT during training: exit 130 and one line naming the step and
+    the last checkpoint; the same command continues from that checkpoint,
+    and SIGTERM stops it with exit 143 the same way. SIGINT during
+    start-up of a new run leaves no run directory."""
+    import signal
+    args = ["--data=builtin:skimage_patches", "--data_limit=64",
+            "--setting=N", "--width=8", "--d_batch=8", "--g_batch=8",
+            "--z_dim=16", "--iterations=100000", "--log_every=5",
+            "--grid_every=100000", "--checkpoint_every=5",
+            "--noexport_at_end", f"--outdir={tmp_path}", "--run_name=r"]
+    code, out, err = _train_until(args, r"checkpoint \S+ckpt-10$",
+                                  signal.SIGINT)
+    assert code == 130, err
+    assert "Traceback" not in err and "KeyboardInterrupt" not in err
+    (line,) = err.strip().splitlines()
+    match = INTERRUPTED.match(line)
+    assert match, line
+    step, last = int(match.group(1)), match.group(2)
+    assert last.startswith("ckpt-") and step >= int(last[5:]) >= 10
+    run_dir = os.path.join(tmp_path, "00000-r")
+    assert runs.checkpoint_path(run_dir).endswith(last)
+    stats_steps = [r["step"] for r in _stats(run_dir)]
+    assert stats_steps == list(range(5, stats_steps[-1] + 1, 5))
+
+    code, out, err = _train_until(args, r"checkpoint \S+ckpt-\d+$",
+                                  signal.SIGTERM)
+    assert code == 143, err
+    assert re.search(rf"restored \S+{last} at step {last[5:]}", out), out
+    (line,) = err.strip().splitlines()
+    match = INTERRUPTED.match(line)
+    assert match and int(match.group(2)[5:]) > int(last[5:]), line
+
+    code, out, err = _train_until(
+        args[:-1] + ["--run_name=new"], r"run directory", signal.SIGINT)
+    assert code == 130, err
+    (line,) = err.strip().splitlines()
+    assert line == ("interrupted at step 0; last checkpoint none; run the "
+                    "same command to continue"), line
+    assert not glob.glob(os.path.join(tmp_path, "*-new"))
+
+
+# === Quiet by default ========================================================
+
+def test_tensorflow_logs_are_quiet_unless_asked_for(tmp_path):
+    """A failing start that loads TensorFlow and decodes a corrupt JPEG:
+    by default stderr is the one error line (no cuInit, no jpeg_mem.cc);
+    --verbose or the user's own TF_CPP_MIN_LOG_LEVEL bring TensorFlow's
+    C++ log lines back."""
+    from PIL import Image
+    folder = tmp_path / "photos"
+    folder.mkdir()
+    buffer = io.BytesIO()
+    Image.fromarray(np.full((40, 40, 3), 128, np.uint8)).save(buffer, "JPEG")
+    (folder / "good.jpg").write_bytes(buffer.getvalue())
+    (folder / "cut.jpg").write_bytes(buffer.getvalue()[:300])
+    args = [sys.executable, "-m", "bncr_tf.train", f"--data={folder}",
+            f"--outdir={tmp_path}/runs", "--iterations=1"]
+    quiet_env = {k: v for k, v in ENV.items()
+                 if k != "TF_CPP_MIN_LOG_LEVEL"}
+    expected = (f"error: {folder} has 1 images, fewer than one D batch "
+                f"(64)")
+    results = {}
+    for name, extra, env in (
+            ("quiet", [], quiet_env), ("verbose", ["--verbose"], quiet_env),
+            ("user level", [], dict(quiet_env, TF_CPP_MIN_LOG_LEVEL="0"))):
+        out = subprocess.run(args + extra, cwd=ROOT, capture_output=True,
+                             text=True, env=env, timeout=300)
+        assert out.returncode == 2, out.stderr
+        assert "Traceback" not in out.stderr
+        results[name] = out.stderr.strip().splitlines()
+    assert results["quiet"] == [expected], results["quiet"]
+    for name in ("verbose", "user level"):
+        assert results[name][-1] == expected
+        assert any(CPP_LOG_LINE.match(line) for line in results[name]), (
+            name, results[name])
+    assert not os.path.exists(tmp_path / "runs") or not os.listdir(
+        tmp_path / "runs")
+
+
+# === Exports of a finished run ===============================================
+
+def test_rerunning_a_finished_run_exports_nothing_unless_asked(tmp_path):
+    """The same command after a run finished: no new export version; with
+    --export_at_end given again (force_export), one; after a kill during
+    the final export (no export of the last step), the rerun exports."""
+    config = tiny(tmp_path, iterations=2, export_at_end=True,
+                  resume="auto", log_every=2, grid_every=2)
+    run_dir = loop.train(config)
+    root = os.path.join(run_dir, "export")
+
+    def versions():
+        return sorted(os.listdir(os.path.join(root, "generator")), key=int)
+
+    assert versions() == ["1"]
+    loop.train(config)
+    assert versions() == ["1"]
+    assert re.search(r"nothing to train: step 2 is exported already "
+                     r"\(generator/1, .*\); pass --export_at_end to export "
+                     r"it again", _log(run_dir)), _log(run_dir)
+    loop.train(config, force_export=True)
+    assert versions() == ["1", "2"]
+    shutil.rmtree(root)
+    loop.train(config)
+    assert versions() == ["1"]

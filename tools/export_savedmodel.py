@@ -15,17 +15,20 @@ TF Serving command: docs/serving.md. Library: `bncr_tf.export`.
 import os
 import sys
 
-os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
-
 # Allow running as `python tools/export_savedmodel.py` from a checkout.
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(
     __file__))))
 
-from absl import app  # noqa: E402
+from bncr_tf import cli  # noqa: E402
+
+# Quiet TensorFlow's C++ messages unless asked for (--verbose or
+# TF_CPP_MIN_LOG_LEVEL); before anything imports TensorFlow.
+cli.quiet_tensorflow()
+cli.import_tensorflow()
+
 from absl import flags  # noqa: E402
 
-from bncr_tf import export  # noqa: E402
-from bncr_tf.training.config import UserError  # noqa: E402
+from bncr_tf.export import MODEL_NAMES  # noqa: E402
 
 FLAGS = flags.FLAGS
 
@@ -43,27 +46,31 @@ flags.DEFINE_string(
 flags.DEFINE_list(
     "models", [],
     "Models to export, comma-separated, from: "
-    + ", ".join(export.MODEL_NAMES) + " (default: all the variant has).")
+    + ", ".join(MODEL_NAMES) + " (default: all the variant has).")
 
 flags.register_validator(
-    "models", lambda names: all(n in export.MODEL_NAMES for n in names),
+    "models", lambda names: all(n in MODEL_NAMES for n in names),
     message="--models must be a comma-separated subset of "
-    + ",".join(export.MODEL_NAMES))
+    + ",".join(MODEL_NAMES))
 flags.register_validator(
     "checkpoint", lambda v: bool(v and v.strip()),
     message="--checkpoint must be latest, a step number or a path")
 
 
+flags.DEFINE_bool("verbose", False, cli.VERBOSE_HELP)
+
+
 def main(argv):
-    if len(argv) > 1:
-        raise app.UsageError(f"unexpected arguments: {' '.join(argv[1:])}")
-    try:
-        paths = export.export_from_run(
-            run_dir=FLAGS.run_dir, checkpoint=FLAGS.checkpoint,
-            export_root=FLAGS.export_root, models=FLAGS.models or None)
-    except UserError as e:
-        print(f"error: {e}", file=sys.stderr)
-        return 2
+    """Exports; exit 0, or 2 with one `error:` line (see bncr_tf.cli)."""
+    del argv
+    # Cheapest first: the run directory (config.json), then the model
+    # names against its variant, then the checkpoint (the latest that
+    # reads back intact, as training resumes from it).
+    from bncr_tf import export
+    paths = export.export_from_run(
+        run_dir=FLAGS.run_dir, checkpoint=FLAGS.checkpoint,
+        export_root=FLAGS.export_root, models=FLAGS.models or None,
+        warn=cli.warning)
     for path in paths:
         print(path)
     model_dir = os.path.dirname(paths[0])
@@ -75,4 +82,4 @@ def main(argv):
 
 
 if __name__ == "__main__":
-    app.run(main)
+    cli.run(main)

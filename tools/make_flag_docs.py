@@ -14,6 +14,7 @@ import sys
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, ROOT)
 
+from bncr_tf import cli  # noqa: E402
 from bncr_tf.training.config import TrainConfig  # noqa: E402
 
 PAGE = os.path.join(ROOT, "docs", "flags.md")
@@ -35,6 +36,9 @@ def render():
         text = meta["help"] + (f" ({'; '.join(extra)})" if extra else "")
         lines.append(f"| `--{field.name}` | `{field.default!r}` | "
                      f"{text.replace('|', '/')} |")
+    lines.append(f"| `--verbose` | `False` | {cli.VERBOSE_HELP} (a flag of "
+                 f"the entry point, not stored in config.json; also taken "
+                 f"by bncr_tf.evaluate and tools/export_savedmodel.py) |")
     return "\n".join(lines) + "\n"
 
 

@@ -17,29 +17,56 @@ from bncr_tf import data as data_lib
 from bncr_tf import runs
 from bncr_tf.metrics import evaluation
 from bncr_tf.metrics import reference as reference_lib
+from bncr_tf.training import checkpoints as checkpoints_lib
 from bncr_tf.training.config import UserError
 
 
 def list_checkpoints(run_dir, checkpoint="latest"):
-    """Checkpoint prefixes to score.
+    """Checkpoint prefixes to score (not yet checked for damage).
 
     Args:
       run_dir: a run directory.
       checkpoint: "latest", a step number, "all", or a checkpoint path.
     Returns:
-      list of checkpoint prefix paths, oldest first for "all".
+      list of checkpoint prefix paths, oldest first for "all"; for
+      "latest" the one the state file names (`run_targets` falls back
+      from it when it is damaged).
     """
     checkpoint = str(checkpoint or "latest")
     if checkpoint == "latest":
         return [runs.checkpoint_path(run_dir)]
     if checkpoint == "all":
-        state = tf.train.get_checkpoint_state(
-            os.path.join(run_dir, "checkpoints"))
-        paths = list(state.all_model_checkpoint_paths) if state else []
+        paths = checkpoints_lib.committed(os.path.join(run_dir,
+                                                       "checkpoints"))
         if not paths:
             raise UserError(f"{run_dir} has no checkpoints")
-        return sorted(paths, key=checkpoint_step)
+        return sorted(paths, key=lambda p: checkpoint_step(p) or 0)
     return [runs.checkpoint_path(run_dir, checkpoint)]
+
+
+def run_targets(run_dir, checkpoint="latest", warn=None):
+    """The checkpoints of a run to score, checked before anything is
+    computed.
+
+    "latest" is the newest checkpoint that reads back intact, falling back
+    from damaged ones with the same warning as a resumed training
+    (`checkpoints.restore_latest_valid`); a step or a path must read back;
+    "all" lists every committed checkpoint (a damaged one is skipped with
+    a warning when it is scored).
+
+    Returns:
+      list of (step, path, generators or None to load when scored).
+    Raises:
+      UserError: no checkpoint, the named one missing or damaged, or every
+        checkpoint damaged.
+    """
+    checkpoint = str(checkpoint or "latest")
+    if checkpoint == "all":
+        return [(checkpoint_step(p), p, None)
+                for p in list_checkpoints(run_dir, "all")]
+    _, gens, path = runs.load_generators(
+        run_dir, None if checkpoint == "latest" else checkpoint, warn=warn)
+    return [(checkpoint_step(path), path, gens)]
 
 
 def checkpoint_step(path):
@@ -93,11 +120,18 @@ def evaluate_run(extractor, run_dir=None, export_dir=None,
                  num_samples=10000, metrics=("fid",), seed=0, batch_size=50,
                  cache=None, use_cache=True, kid_subsets=100,
                  kid_subset_size=1000, metrics_dir=None, progress=True,
-                 log=print):
+                 log=print, make_extractor=None, warn=None):
     """Scores checkpoints of a run (or an export) and appends metric lines.
 
+    The cheapest inputs are checked first: the run or export directory,
+    the checkpoints (restored, so a damaged one is found now), the
+    reference spec; only then is the extractor built (`make_extractor`,
+    which may look up or download the Inception weights) and the
+    reference set read.
+
     Args:
-      extractor: feature extractor (`features.make_extractor`).
+      extractor: feature extractor (`features.make_extractor`), or None
+        with `make_extractor`.
       run_dir: a run directory (or None with export_dir).
       export_dir: a generator SavedModel (version dir or its parent).
       checkpoint: "latest", a step, "all" or a checkpoint path (run_dir).
@@ -117,6 +151,9 @@ def evaluate_run(extractor, run_dir=None, export_dir=None,
         the export directory when no run is found).
       progress: progress lines on stderr.
       log: function printing one result line.
+      make_extractor: function returning the extractor, called once the
+        cheaper inputs are valid (when `extractor` is None).
+      warn: function receiving the warning about a damaged checkpoint.
     Returns:
       list of the appended records (dicts).
     Raises:
@@ -142,11 +179,16 @@ def evaluate_run(extractor, run_dir=None, export_dir=None,
                         "--reference")
     if reference_seed is not None:
         ref_seed = reference_seed
+    try:
+        data_lib.parse_source(spec)
+    except data_lib.DataError as e:
+        raise UserError(str(e)) from None
     if export_dir:
-        targets = [(None, export_dir)]
+        targets = [(None, export_dir, None)]
     else:
-        targets = [(checkpoint_step(p), p)
-                   for p in list_checkpoints(run_dir, checkpoint)]
+        targets = run_targets(run_dir, checkpoint, warn=warn)
+    if extractor is None:
+        extractor = make_extractor()
     metrics = tuple(metrics)
     num_features = max(num_samples, kid_subset_size) if "kid" in metrics \
         else 0
@@ -155,13 +197,18 @@ def evaluate_run(extractor, run_dir=None, export_dir=None,
         use_cache=use_cache, num_features=num_features, progress=progress)
     out_dir = metrics_dir or run_dir or export_dir
     records = []
-    for step, path in targets:
+    for step, path, gens in targets:
         label = f"generated ({os.path.basename(path)})"
         if export_dir:
             chunks = evaluation.exported_images(path, num_samples, seed,
                                                 batch_size)
         else:
-            _, gens, _ = runs.load_generators(run_dir, path)
+            if gens is None:
+                try:
+                    _, gens, _ = runs.load_generators(run_dir, path)
+                except UserError as e:
+                    (warn or log)(f"{e}; skipped")
+                    continue
             chunks = evaluation.generated_images(gens, num_samples, seed,
                                                  batch_size)
         result = evaluation.evaluate_images(
@@ -178,6 +225,8 @@ def evaluate_run(extractor, run_dir=None, export_dir=None,
                 extra += " (not comparable with published numbers)"
             log(f"{record['metric']} {record['value']:.6g}{extra}  step "
                 f"{step}  {path}  -> {file}")
+    if not records:
+        raise UserError(f"no checkpoint of {run_dir} could be scored")
     if len(targets) > 1:
         for metric in metrics:
             name = evaluation.metric_name(metric, num_samples)

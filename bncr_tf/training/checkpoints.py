@@ -90,47 +90,88 @@ def remove_stale_temp(ckpt_dir):
     return removed
 
 
-def restore_latest_valid(checkpoint, ckpt_dir):
+def damaged_message(bad, reason, used):
+    """The one warning line for a damaged checkpoint that is skipped."""
+    return (f"checkpoint {bad} is damaged ({reason}); using {used} "
+            f"instead")
+
+
+def _try_restore(checkpoint, path, partial):
+    """Restores `path`; returns None, or the one-line reason it failed."""
+    try:
+        status = checkpoint.restore(path)
+        if partial:
+            status = status.expect_partial()
+        status.assert_existing_objects_matched()
+    except Exception as e:  # noqa: BLE001 - any failure means damaged
+        return _reason(e)
+    return None
+
+
+def restore_one(checkpoint, path, partial=False):
+    """Restores one named checkpoint (no fallback: it was asked for).
+
+    Raises:
+      UserError: the checkpoint does not read back (one line, the reason).
+    """
+    reason = _try_restore(checkpoint, path, partial)
+    if reason is not None:
+        raise UserError(f"checkpoint {path} is damaged ({reason})")
+
+
+def restore_latest_valid(checkpoint, ckpt_dir, partial=False, repair=True,
+                         warn=None):
     """Restores the newest committed checkpoint that reads back intact.
 
-    Each candidate is restored with `assert_existing_objects_matched()`
-    (eager restores read every tensor, so truncated files, failed crc32c
-    checks, missing data files and unreadable indexes all raise). When the
-    newest is damaged, a warning names it and the one used instead, and the
+    The one checkpoint selection of training (resume), evaluation
+    (`bncr_tf.evaluate`) and export (tools/export_savedmodel.py). Each
+    candidate is restored with `assert_existing_objects_matched()` (eager
+    restores read every tensor, so truncated files, failed crc32c checks,
+    missing data files and unreadable indexes all raise). When the newest
+    is damaged, one warning per damaged checkpoint names it and the one
+    used instead (`damaged_message`). With `repair` (training only) the
     state file is rewritten without the damaged checkpoints, so a
     `CheckpointManager` created afterwards neither lists nor deletes them
     by mistake (their files stay on disk until a save of the same step
-    overwrites them).
+    overwrites them); readers leave the run directory untouched.
 
     Args:
-      checkpoint: the `tf.train.Checkpoint` of the full training state.
+      checkpoint: a `tf.train.Checkpoint` (training: the full state;
+        readers: the EMA generators only, with `partial`).
       ckpt_dir: the checkpoints directory.
+      partial: the checkpoint object holds part of the saved state (only
+        its own tensors are read and must be intact).
+      repair: rewrite the state file without the damaged checkpoints.
+      warn: function receiving each warning line (default: the bncr_tf
+        logger's warning).
     Returns:
       (path restored, [(damaged path, reason), ...]).
     Raises:
       UserError: no committed checkpoint, or every one is damaged.
     """
+    warn = warn or log.warning
     candidates = committed(ckpt_dir)
     if not candidates:
         raise UserError(f"{ckpt_dir} holds no committed checkpoint (its "
                         f"'{STATE_FILE}' file is missing or unreadable)")
     damaged = []
     for path in candidates:
-        try:
-            checkpoint.restore(path).assert_existing_objects_matched()
-        except Exception as e:  # noqa: BLE001 - any failure means damaged
-            damaged.append((path, _reason(e)))
+        reason = _try_restore(checkpoint, path, partial)
+        if reason is not None:
+            damaged.append((path, reason))
             continue
         for bad, reason in damaged:
-            log.warning("checkpoint %s is damaged (%s); resuming from %s "
-                        "instead", bad, reason, path)
-        if damaged:
+            warn(damaged_message(bad, reason, path))
+        if damaged and repair:
             _forget(ckpt_dir, [bad for bad, _ in damaged], path)
         return path, damaged
     details = "; ".join(f"{os.path.basename(p)}: {r}" for p, r in damaged)
-    raise UserError(
-        f"cannot resume from {ckpt_dir}: every checkpoint is damaged "
-        f"({details}); start a new run with --resume=none")
+    if repair:
+        raise UserError(
+            f"cannot resume from {ckpt_dir}: every checkpoint is damaged "
+            f"({details}); start a new run with --resume=none")
+    raise UserError(f"no usable checkpoint in {ckpt_dir}: every checkpoint "
+                    f"is damaged ({details})")
 
 
 def _forget(ckpt_dir, bad, latest):

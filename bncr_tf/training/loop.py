@@ -21,13 +21,18 @@ import json
 import logging
 import math
 import os
+import shutil
+import signal
 import sys
 import time
 
 import numpy as np
 import tensorflow as tf
 
+from bncr_tf import interrupts
+from bncr_tf import quiet
 from bncr_tf.training import checkpoints
+from bncr_tf.training import events
 from bncr_tf.training import grids
 from bncr_tf.training import rundir
 from bncr_tf.training import stats as stats_lib
@@ -46,6 +51,44 @@ MIN_LOSS_SCALE = 1.0
 
 class NonFiniteError(UserError):
     """A loss or gradient became NaN/Inf; training stopped."""
+
+
+class TrainingInterrupted(Exception):
+    """Ctrl-C or SIGTERM stopped training; the message is one line naming
+    the step and the last checkpoint, `exit_code` is 130 or 143."""
+
+    def __init__(self, step, checkpoint, signum):
+        last = os.path.basename(checkpoint) if checkpoint else "none"
+        super().__init__(
+            f"interrupted at step {step}; last checkpoint {last}; run the "
+            f"same command to continue")
+        self.step, self.checkpoint = step, checkpoint
+        self.exit_code = interrupts.exit_code(
+            interrupts.Interrupted(signum))
+
+
+class _Progress:
+    """Where training is, for the interrupt message."""
+
+    step = 0
+    checkpoint = None
+    in_loop = False
+    trainer = None
+    manager = None
+
+    def where(self):
+        """(completed steps, last committed checkpoint or None), read from
+        the trainer's step counter and the checkpoint manager once they
+        exist (a signal can arrive between any two lines)."""
+        step, checkpoint = self.step, self.checkpoint
+        try:
+            if self.trainer is not None:
+                step = self.trainer.step_value()
+            if self.manager is not None:
+                checkpoint = self.manager.latest_checkpoint or checkpoint
+        except Exception:  # noqa: BLE001 - fall back to what was recorded
+            pass
+        return step, checkpoint
 
 
 # --- Set-up -----------------------------------------------------------------
@@ -239,9 +282,12 @@ def load_training_images(config):
     from bncr_tf import data
     from bncr_tf.degradations import settings
     try:
-        images, _ = data.load_clean_uint8(
-            config.data, config.resolution, limit=config.data_limit or None,
-            seed=config.data_seed)
+        # libjpeg / libpng print their complaints about bad files straight
+        # to stderr; the folder scan reports them in one summary instead.
+        with quiet.native_stderr(native=True):
+            images, _ = data.load_clean_uint8(
+                config.data, config.resolution,
+                limit=config.data_limit or None, seed=config.data_seed)
     except data.DataError as e:
         raise UserError(str(e)) from None
     if len(images) < config.d_batch:
@@ -410,7 +456,8 @@ def _save_checkpoint(manager, done, config, failures):
     or when the last step cannot be saved, training stops (UserError).
     """
     try:
-        path = checkpoints.save(manager, done)
+        with interrupts.deferred():  # a signal waits for the commit
+            path = checkpoints.save(manager, done)
     except checkpoints.CheckpointWriteError as e:
         failures += 1
         last = (checkpoints.committed(manager.directory) or
@@ -430,6 +477,29 @@ def _save_checkpoint(manager, done, config, failures):
     return 0
 
 
+def _drop_recomputed_records(run_dir, stats_path, tb_dir, start):
+    """Drops what a resumed run recomputes from stats.jsonl, metric-*.jsonl
+    and the TensorBoard event files (the records after step `start`)."""
+    paths = [stats_path] + sorted(
+        os.path.join(run_dir, p) for p in os.listdir(run_dir)
+        if p.startswith("metric-") and p.endswith(".jsonl"))
+    for path in paths:
+        dropped = rundir.truncate_jsonl(path, start)
+        if dropped:
+            log.info("%s: dropped %d record(s) after step %d (recomputed "
+                     "from the checkpoint)", os.path.basename(path), dropped,
+                     start)
+    if os.path.isdir(tb_dir):
+        try:
+            dropped = events.truncate_events(tb_dir, start)
+        except (OSError, tf.errors.OpError) as e:
+            _warn_write("TensorBoard events in", tb_dir, e)
+            return
+        if dropped:
+            log.info("tb/: dropped %d event(s) after step %d (recomputed "
+                     "from the checkpoint)", dropped, start)
+
+
 def _close_logging():
     """Detaches the run's log handlers (log.txt, stdout) from `log`."""
     for handler in list(log.handlers):
@@ -438,33 +508,52 @@ def _close_logging():
     log.propagate = True
 
 
-def train(config):
+def train(config, force_export=False):
     """Runs (or resumes) training as described by `config`.
 
+    Args:
+      config: the run's `TrainConfig`.
+      force_export: export at the end even when the run had nothing left to
+        train and its final step is exported already (by default such a
+        rerun exports nothing).
     Returns:
       The run directory path.
     Raises:
       UserError: bad configuration or data, or NonFiniteError on NaN/Inf.
+      TrainingInterrupted: Ctrl-C (KeyboardInterrupt) or, with
+        `interrupts.install()`, SIGTERM.
     """
+    progress = _Progress()
     try:
-        return _train(config)
+        return _train(config, force_export, progress)
+    except KeyboardInterrupt as e:
+        step, checkpoint = progress.where()
+        raise TrainingInterrupted(
+            step, checkpoint, getattr(e, "signum", signal.SIGINT)) from None
     finally:
         _close_logging()
 
 
-def _train(config):
-    """`train` without the logging clean-up."""
+def _check_cheap_inputs(config):
+    """Checks what needs no TensorFlow and no data before anything else:
+    the data source spec and an explicit --resume directory."""
     from bncr_tf import data
-
-    try:  # a wrong --data fails before a run directory is created
+    try:
         data.parse_source(config.data)
     except data.DataError as e:
         raise UserError(str(e)) from None
+    rundir.check_resume_arg(config.resume)
+
+
+def _train(config, force_export, progress):
+    """`train` without the logging clean-up."""
+    # A wrong --data or --resume fails before a run directory is created.
+    _check_cheap_inputs(config)
     setup_tensorflow(config)
     # The strategy comes before any op runs (multi-worker collectives must be
     # configured at start-up); the step modules create constants on import.
     strategy = make_strategy(config.distribute)
-    from bncr_tf.training import steps as steps_lib
+    from bncr_tf.training import steps  # noqa: F401 - see above
     replicas = strategy.num_replicas_in_sync
     for name, multiple in (("d_batch", replicas), ("g_batch", 2 * replicas)):
         if getattr(config, name) % multiple:
@@ -475,6 +564,21 @@ def _train(config):
 
     run_dir, resuming = rundir.resolve_run_dir(
         config.outdir, config.default_run_name(), config.resume)
+    try:
+        return _train_in(config, force_export, progress, strategy, run_dir,
+                         resuming)
+    except BaseException:
+        # A new run that fails or is interrupted during start-up (data,
+        # networks, restore) leaves no run directory behind.
+        if not resuming and not progress.in_loop:
+            _close_logging()
+            shutil.rmtree(run_dir, ignore_errors=True)
+        raise
+
+
+def _train_in(config, force_export, progress, strategy, run_dir, resuming):
+    """`_train` once the run directory is chosen."""
+    from bncr_tf.training import steps as steps_lib
     _setup_logging(run_dir)
     if resuming:
         check_resume_config(run_dir, config)
@@ -488,6 +592,7 @@ def _train(config):
 
     with strategy.scope():
         trainer = steps_lib.Trainer(config, strategy)
+    progress.trainer = trainer
     ckpt_dir = os.path.join(run_dir, "checkpoints")
     if resuming:
         for path in (checkpoints.remove_stale_temp(ckpt_dir)
@@ -496,16 +601,17 @@ def _train(config):
         restored, _ = checkpoints.restore_latest_valid(trainer.checkpoint,
                                                        ckpt_dir)
         log.info("restored %s at step %d", restored, trainer.step_value())
+        progress.checkpoint = restored
     # Created after the restore: it reads the (possibly repaired) state.
     manager = tf.train.CheckpointManager(
         trainer.checkpoint, ckpt_dir, max_to_keep=config.keep_checkpoints)
+    progress.manager = manager
     start = trainer.step_value()
+    progress.step = start
     stats_path = os.path.join(run_dir, "stats.jsonl")
+    tb_dir = os.path.join(run_dir, "tb")
     if resuming:
-        dropped = rundir.truncate_jsonl(stats_path, start)
-        if dropped:
-            log.info("stats.jsonl: dropped %d record(s) after step %d "
-                     "(recomputed from the checkpoint)", dropped, start)
+        _drop_recomputed_records(run_dir, stats_path, tb_dir, start)
 
     grid_dir = os.path.join(run_dir, "grids")
     os.makedirs(grid_dir, exist_ok=True)
@@ -513,13 +619,17 @@ def _train(config):
         reals = grids.to_uint8(
             np.asarray(images[:config.grid_size ** 2], np.float32)
             / 127.5 - 1.0)
+        reals = grids.tile(reals, config.grid_size)
         path = os.path.join(grid_dir, "reals.png")
         try:
-            grids.write_png(path, grids.tile(reals, config.grid_size))
+            grids.write_png(path, reals)
         except OSError as e:
             _warn_write("grid", path, e)
 
-    writer = tf.summary.create_file_writer(os.path.join(run_dir, "tb"))
+    writer = tf.summary.create_file_writer(tb_dir)
+    if start == 0:
+        with writer.as_default(step=0):
+            tf.summary.image("reals", reals[None])
     jsonl = stats_lib.JsonlWriter(stats_path)
     collector = stats_lib.StatsCollector()
     batches = iter(strategy.experimental_distribute_dataset(
@@ -533,6 +643,11 @@ def _train(config):
     failures = 0
     tick_start, tick_step = time.time(), start
     step = start
+    progress.in_loop = True
+    if start < config.iterations:
+        # Tracing the D and G steps takes a while before the first status
+        # line (about 20 s for the demo on 2 CPU cores).
+        log.info("compiling the training step\u2026")
     try:
         for step in range(start, config.iterations):
             guard.before_step()
@@ -588,11 +703,21 @@ def _train(config):
             except (OSError, tf.errors.OpError) as e:
                 _warn_write(what, run_dir, e)
 
+    export_root = os.path.join(run_dir, "export")
     if config.export_at_end:
         from bncr_tf import export
+        final = trainer.step_value()
+        done_before = export.exported_versions(
+            export_root, final, export.available_models(trainer.gens_ema))
+        if start == final and done_before and not force_export:
+            log.info("nothing to train: step %d is exported already (%s); "
+                     "pass --export_at_end to export it again", final,
+                     ", ".join(done_before))
+            log.info("done: %s", run_dir)
+            return run_dir
         try:
-            paths = export.export_run(trainer,
-                                      os.path.join(run_dir, "export"))
+            with interrupts.deferred():  # a signal waits for the rename
+                paths = export.export_run(trainer, export_root)
         except UserError as e:
             raise UserError(
                 f"training finished and {manager.latest_checkpoint} is "

@@ -45,7 +45,8 @@ def remove_temporary_files(run_dir):
     """Removes the temporary files a killed process left in a run directory.
 
     These are the `.<name>.*.tmp` files of `atomic_write_text` and the
-    `grids/*.png.tmp` files of `grids.write_png`. Only call this when no
+    `grids/*.png.tmp` files of `grids.write_png` and the temporary file of
+    `events.truncate_events` in tb/. Only call this when no
     other process writes to `run_dir`.
 
     Returns:
@@ -54,6 +55,7 @@ def remove_temporary_files(run_dir):
     removed = []
     root = glob.escape(run_dir)
     for pattern in (os.path.join(root, ".*.tmp"),
+                    os.path.join(root, "tb", ".*.tmp"),
                     os.path.join(root, "grids", "*.tmp"),
                     os.path.join(root, "grids", ".*.tmp")):
         for path in glob.glob(pattern):
@@ -213,6 +215,13 @@ def new_run_dir(outdir, name):
             return path
         except FileExistsError:
             number += 1
+
+
+def check_resume_arg(resume):
+    """Rejects an explicit --resume directory that does not exist (before
+    TensorFlow starts or data are read); "auto" and "none" pass."""
+    if resume not in ("auto", "none") and not os.path.isdir(resume):
+        raise UserError(f"--resume directory {resume} does not exist")
 
 
 def resolve_run_dir(outdir, name, resume):

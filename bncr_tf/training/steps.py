@@ -333,8 +333,14 @@ class Trainer:
         return {names[k]: float(np.mean(v)) for k, v in values.items()}
 
     def histograms(self, step):
+        """Per-sample values of the learned degradations (EMA nets).
+
+        Tagged Degradation_hist/<name>: TensorBoard keys its data by tag,
+        so a histogram must not share a tag with the scalar of its mean
+        (Degradation/...), or neither shows.
+        """
         del step
-        return {"Degradation/" + k: v
+        return {"Degradation_hist/" + k: v
                 for k, v in self._monitor_values().items()}
 
     def grid(self, rows):
