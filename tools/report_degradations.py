@@ -434,6 +434,18 @@ def kernel_gallery(groups, scale=8, cols=16):
     return np.concatenate(blocks, axis=0)
 
 
+def stack_images(images):
+    """Stacks RGB uint8 images top to bottom on a white canvas."""
+    width = max(im.shape[1] for im in images)
+    canvas = np.full((sum(im.shape[0] for im in images), width, 3), 255,
+                     np.uint8)
+    y = 0
+    for im in images:
+        canvas[y:y + im.shape[0], :im.shape[1]] = im
+        y += im.shape[0]
+    return canvas
+
+
 def write_png(path, image):
     tf.io.write_file(path, tf.io.encode_png(np.ascontiguousarray(image)))
 

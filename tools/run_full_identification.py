@@ -297,13 +297,8 @@ def trajectories(rows, out):
     for key, title in keys:
         series = []
         for row in rows:
-            steps, values = [], []
-            with open(os.path.join(out, row["run_dir"], "stats.jsonl")) as f:
-                for line in f:
-                    rec = json.loads(line)
-                    if key in rec:
-                        steps.append(rec["step"])
-                        values.append(rec[key])
+            steps, values = rundir.logged_series(
+                os.path.join(out, row["run_dir"]), key)
             if steps:
                 series.append((row["run"], steps, values))
         if not series:
@@ -317,15 +312,8 @@ def trajectories(rows, out):
         images.append(fig.render())
     if not images:
         return None
-    width = max(im.shape[1] for im in images)
-    canvas = np.full((sum(im.shape[0] for im in images), width, 3), 255,
-                     np.uint8)
-    y = 0
-    for im in images:
-        canvas[y:y + im.shape[0], :im.shape[1]] = im
-        y += im.shape[0]
     path = os.path.join(out, "trajectories.png")
-    report.write_png(path, canvas)
+    report.write_png(path, report.stack_images(images))
     return os.path.basename(path)
 
 

@@ -197,13 +197,8 @@ def trajectories(rows, out):
         for row in rows:
             if row["stage"] != stage:
                 continue
-            steps, values = [], []
-            with open(os.path.join(out, row["run_dir"], "stats.jsonl")) as f:
-                for line in f:
-                    rec = json.loads(line)
-                    if key in rec:
-                        steps.append(rec["step"])
-                        values.append(rec[key])
+            steps, values = rundir.logged_series(
+                os.path.join(out, row["run_dir"]), key)
             series.append((row["setting"], [0] + steps,
                            [row["initial"]] + values, row["true"]))
         if series:
@@ -224,15 +219,8 @@ def trajectories(rows, out):
             fig.line([0, last], [truth, truth], color, f"{name} true",
                      thickness=1)
         images.append(fig.render())
-    width = max(im.shape[1] for im in images)
-    canvas = np.full((sum(im.shape[0] for im in images), width, 3), 255,
-                     np.uint8)
-    y = 0
-    for im in images:
-        canvas[y:y + im.shape[0], :im.shape[1]] = im
-        y += im.shape[0]
     path = os.path.join(out, "trajectories.png")
-    report.write_png(path, canvas)
+    report.write_png(path, report.stack_images(images))
     return os.path.basename(path)
 
 

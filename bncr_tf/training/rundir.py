@@ -194,6 +194,26 @@ def last_logged_step(run_dir):
     return step
 
 
+def logged_series(run_dir, key):
+    """(steps, values) of one stats.jsonl key, in file order.
+
+    Lines that do not parse, or lack the key, are skipped.
+    """
+    steps, values = [], []
+    path = os.path.join(run_dir or "", "stats.jsonl")
+    if os.path.isfile(path):
+        with open(path) as f:
+            for line in f:
+                try:
+                    rec = json.loads(line)
+                    if key in rec:
+                        steps.append(int(rec["step"]))
+                        values.append(rec[key])
+                except (ValueError, KeyError, TypeError, AttributeError):
+                    continue
+    return steps, values
+
+
 def find_resumable(outdir, name):
     """Returns the newest run called `name` that has a checkpoint, or None."""
     found = [p for _, n, p in _runs(outdir) if n == name and has_checkpoint(p)]

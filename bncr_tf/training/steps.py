@@ -175,7 +175,8 @@ class Trainer:
         Args:
           frozen: optional (bool list over variables, bool tensor): while
             the tensor is true, the flagged variables get zero gradients
-            (Adam then leaves them and their moments unchanged).
+            (from the start of training their Adam moments stay zero, so
+            they do not move).
         Returns the global gradient norm of the unscaled, summed loss.
         """
         grads = tape.gradient(scaled_loss, variables)
