@@ -16,8 +16,6 @@ import subprocess
 import sys
 import time
 
-import pytest
-
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 # The short run: the README's command plus these flags.
 SHORT = ["--iterations=20"]

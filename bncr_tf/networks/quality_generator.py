@@ -22,10 +22,11 @@ class QualityGenerator(keras.Model):
 
     A 3-layer MLP: Linear z_dim -> hidden, ReLU, Linear hidden -> hidden,
     ReLU, Linear hidden -> 2 (quality logit, mask logit); q = q_min +
-    (100 - q_min) * sigmoid(.), m_q = sigmoid(.), computed in float32 (float64 under a
-    float64 policy). Init: Xavier-uniform with gain sqrt(2) for the ReLU
-    layers and `HEAD_GAIN` (0.25) for the head, zero hidden biases; the head
-    biases are logit(q_init / 100) and `mask_bias_init`, so at
+    (100 - q_min) * sigmoid(.), m_q = sigmoid(.), computed in float32
+    (float64 under a float64 policy). Init: Xavier-uniform with gain
+    sqrt(2) for the ReLU layers and `HEAD_GAIN` (0.25) for the head, zero
+    hidden biases; the head biases are logit((q_init - q_min) / (100 -
+    q_min)) and `mask_bias_init`, so at
     initialisation q sits near q_init (median 86-92 over seeds, p5-p95 of
     80-94 over z) and m_q near 0.12 (median 0.09-0.18).
 
@@ -38,8 +39,9 @@ class QualityGenerator(keras.Model):
       q_init: quality at zero raw logit, in (0, 100).
       mask_bias_init: initial bias of the mask logit.
       q_min: lower end of the generated quality range (0 = the paper's
-        [0, 100]). psi^g clamps q to libjpeg's [1, 100], so with q_min < 1
-        the quality gets no gradient below 1 (a dead zone).
+        [0, 100]). Below q = 2 psi^g's tables are clipped at 255 in every
+        entry (and q is clamped at 1), so a quality there gets no
+        gradient (a dead zone); training uses 20 (`--q_min`).
       **kwargs: standard `keras.Model` arguments (name, dtype).
 
     Example:

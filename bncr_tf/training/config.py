@@ -110,9 +110,9 @@ class TrainConfig:
     ds_noise_target: str = _f("noise", "What the diversity-sensitive loss "
                               "of G_n compares: noise (n, with eps, as "
                               "NR-GAN), std (the noise std map, without "
-                              "eps) or log_std (its logarithm: no reward "
-                              "for a larger std; [choice], "
-                              "docs/results.md).",
+                              "eps) or log_std (its logarithm); all "
+                              "three raised the noise on clean data "
+                              "(docs/results.md, Experiment 3).",
                               choices=("noise", "std", "log_std"))
     ac_weight: float = _f(1.0, "Weight of the adaptive consistency losses.",
                           lower=0.0)
