@@ -128,6 +128,10 @@ class TrainConfig:
                                      "G_q as a multiple of --lr (their own "
                                      "Adam when != 1; [choice], "
                                      "docs/results.md).", lower=0.0)
+    d_lr_scale: float = _f(1.0, "Learning rate of D as a multiple of --lr "
+                           "(the two time-scale rule of Heusel et al. 2017 "
+                           "when > 1; [choice], docs/results.md).",
+                           lower=0.0)
     degradation_warmup: int = _f(0, "Iterations at the start during which "
                                  "G_k, G_n and G_q do not update (G_x and D "
                                  "learn first; [choice], docs/results.md).",

@@ -57,7 +57,7 @@ class Trainer:
             for _ in model.trainable_variables]
         self._ema_pairs = list(zip(self.gens_ema.trainable_variables(),
                                    self._g_vars))
-        self.opt_d = self._optimizer("opt_D")
+        self.opt_d = self._optimizer("opt_D", config.lr * config.d_lr_scale)
         self.opt_g = self._optimizer("opt_G")
         self.opt_d.build(self.D.trainable_variables)
         # --degradation_lr_scale != 1: G_k, G_n and G_q get their own Adam
