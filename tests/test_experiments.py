@@ -232,3 +232,45 @@ def test_full_identification_verdicts_on_known_numbers():
     rows = tool.stage_rows("B", dict(off, entropy=np.array([0.5, 0.5])),
                            true_b, noise_n_true=0.02)
     assert not rows["blur"]["passes"]
+
+
+def test_hiding_probe_scores_with_the_runs_own_d(tmp_path, capsys):
+    """tools/probe_hiding.py: the reals + A cell is the mean logit of the
+    run's D (restored here independently, tensor by tensor from the
+    checkpoint file) on the run's clean patches, dequantised as in
+    training; a degradation that changes the images changes the score."""
+    import tensorflow as tf
+    from bncr_tf import data, models, runs
+    from bncr_tf.training import loop
+    from bncr_tf.training.config import TrainConfig
+    config = TrainConfig(
+        data="builtin:skimage_patches", data_limit=32, setting="A",
+        variant="bncrgan", width=8, d_batch=8, g_batch=8, z_dim=16,
+        iterations=2, log_every=1, grid_every=2, checkpoint_every=2,
+        export_at_end=False, outdir=str(tmp_path / "runs")).validate_all()
+    run_dir = loop.train(config)
+    tool = _tool("probe_hiding")
+    out = tmp_path / "probe.json"
+    assert tool.main([f"--run={run_dir}", "--count=32", "--seed=3",
+                      "--conditions=A,noise", f"--out={out}"]) == 0
+    (result,) = json.loads(out.read_text())
+    assert result["step"] == 2 and result["count"] == 32
+    assert set(result["fakes"]) == {"A", "noise", "learned"}
+
+    D = models.build_discriminator(runs.load_config(run_dir))
+    reader = tf.train.load_checkpoint(runs.checkpoint_path(run_dir))
+    for key, var in models.checkpoint_variables(D).items():
+        # tf.train.Checkpoint escapes "." in dict keys as "..".
+        name = key.replace(".", "..")
+        var.assign(reader.get_tensor(f"D/{name}/.ATTRIBUTES/VARIABLE_VALUE"))
+    clean, _ = data.load_clean_uint8(config.data, 32, limit=32, seed=0)
+    v = data.dequantize(clean, tf.constant([3, 0], tf.int64))
+    expected = float(np.mean(D(v, training=False).numpy()))
+    assert result["reals"]["A"] == pytest.approx(expected, abs=1e-5)
+    assert result["reals"]["noise"] != pytest.approx(expected, abs=1e-6)
+    assert "| A | 2 | reals + S |" in (tmp_path / "probe.md").read_text()
+    capsys.readouterr()
+    with pytest.raises(SystemExit) as exit_info:
+        tool.main([f"--run={run_dir}", "--conditions=Z"])
+    assert exit_info.value.code == 2
+    assert "unknown setting 'Z'" in capsys.readouterr().err
