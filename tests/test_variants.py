@@ -9,6 +9,7 @@ from bncr_tf import synthesis
 from bncr_tf import variants
 from bncr_tf.degradations import kernels as blur_lib
 from bncr_tf.degradations import jpeg as jpeg_lib
+from bncr_tf.training import checkpoints as checkpoints_lib
 from bncr_tf.training import steps
 from bncr_tf.training.config import TrainConfig
 
@@ -323,3 +324,44 @@ def test_d_lr_scale_speeds_up_only_d(eager_functions):
     for name in ("G_x", "G_k", "G_n", "G_q"):
         assert moves[4.0][name] == pytest.approx(moves[1.0][name],
                                                  rel=2e-3), name
+
+
+def test_init_from_copies_only_g_x_and_d(tmp_path):
+    """--init_from: a new run's G_x (raw and EMA) and D become the source
+    run's saved values (read back from the file independently); G_k, G_n,
+    G_q keep their own initialisation. A directory without checkpoints is
+    a user error before anything is built."""
+    from bncr_tf.training import loop
+    from bncr_tf.training.config import UserError
+    source = steps.Trainer(_config("gan", setting="A", seed=0),
+                           tf.distribute.get_strategy())
+    # Make EMA differ from raw so the two are told apart.
+    source.gens.models()["G_x"].trainable_variables[0].assign_add(
+        tf.ones_like(source.gens.models()["G_x"].trainable_variables[0]))
+    ckpt_dir = tmp_path / "source" / "checkpoints"
+    manager = tf.train.CheckpointManager(source.checkpoint, str(ckpt_dir), 1)
+    saved = checkpoints_lib.read_tensors(checkpoints_lib.save(manager, 7))
+
+    target = steps.Trainer(_config("bncrgan", setting="N", seed=1),
+                           tf.distribute.get_strategy())
+    own = {name: [v.numpy().copy()
+                  for v in target.gens.models()[name].variables]
+           for name in ("G_k", "G_n", "G_q")}
+    loop._initialise_from(target, str(tmp_path / "source"))
+    nets = {"D": target.D, "G_x": target.gens.models()["G_x"],
+            "G_x_ema": target.gens_ema.models()["G_x"]}
+    for name, model in nets.items():
+        for key, var in models.checkpoint_variables(model).items():
+            # Checkpoint keys escape "." as "..".
+            stored = saved[f"{name}/{key.replace('.', '..')}"
+                           "/.ATTRIBUTES/VARIABLE_VALUE"]
+            np.testing.assert_array_equal(var.numpy(), stored,
+                                          err_msg=f"{name} {key}")
+    assert not np.array_equal(nets["G_x"].variables[0].numpy(),
+                              nets["G_x_ema"].variables[0].numpy())
+    for name, values in own.items():
+        for var, value in zip(target.gens.models()[name].variables, values):
+            np.testing.assert_array_equal(var.numpy(), value, err_msg=name)
+    assert target.step_value() == 0
+    with pytest.raises(UserError, match="init_from"):
+        loop._check_cheap_inputs(_config("bncrgan", init_from=str(tmp_path)))

@@ -136,6 +136,11 @@ class TrainConfig:
                                  "G_k, G_n and G_q do not update (G_x and D "
                                  "learn first; [choice], docs/results.md).",
                                  lower=0)
+    init_from: str = _f("", "A run directory whose newest valid checkpoint "
+                        "initialises G_x (raw and EMA) and D of a new run; "
+                        "G_k, G_n, G_q, the optimisers and the step start "
+                        "fresh ('' = random initialisation; a diagnostic "
+                        "of docs/results.md, Experiment 3).")
     iterations: int = _f(200_000, "Training iterations (one D and one G "
                          "step each).", lower=1)
     lr: float = _f(2e-4, "Adam learning rate of all networks.", lower=0.0)

@@ -188,7 +188,7 @@ _RESUMABLE_CHANGES = {
     "iterations", "resume", "log_every", "grid_every", "checkpoint_every",
     "keep_checkpoints", "export_at_end", "outdir", "dry_run", "jit_compile",
     "distribute", "fid_every", "fid_samples", "fid_reference",
-    "fid_extractor", "inception_path", "classifier_path",
+    "fid_extractor", "inception_path", "classifier_path", "init_from",
 }
 
 
@@ -543,6 +543,10 @@ def _check_cheap_inputs(config):
     except data.DataError as e:
         raise UserError(str(e)) from None
     rundir.check_resume_arg(config.resume)
+    if config.init_from and not os.path.isdir(
+            os.path.join(config.init_from, "checkpoints")):
+        raise UserError(f"--init_from={config.init_from} is not a run "
+                        f"directory with checkpoints")
 
 
 def _train(config, force_export, progress):
@@ -576,6 +580,15 @@ def _train(config, force_export, progress):
         raise
 
 
+def _initialise_from(trainer, source_run):
+    """Copies G_x (raw and EMA) and D from `source_run`'s newest valid
+    checkpoint into a new run's `trainer` (--init_from)."""
+    path, _ = checkpoints.restore_latest_valid(
+        trainer.image_model_checkpoint(),
+        os.path.join(source_run, "checkpoints"), partial=True, repair=False)
+    log.info("initialised G_x, G_x_ema and D from %s", path)
+
+
 def _train_in(config, force_export, progress, strategy, run_dir, resuming):
     """`_train` once the run directory is chosen."""
     from bncr_tf.training import steps as steps_lib
@@ -602,6 +615,8 @@ def _train_in(config, force_export, progress, strategy, run_dir, resuming):
                                                        ckpt_dir)
         log.info("restored %s at step %d", restored, trainer.step_value())
         progress.checkpoint = restored
+    elif config.init_from:
+        _initialise_from(trainer, config.init_from)
     # Created after the restore: it reads the (possibly repaired) state.
     manager = tf.train.CheckpointManager(
         trainer.checkpoint, ckpt_dir, max_to_keep=config.keep_checkpoints)

@@ -84,6 +84,7 @@ class Trainer:
             tracked[name + "_ema"] = models_lib.checkpoint_variables(
                 self.gens_ema.models()[name])
         self.checkpoint = tf.train.Checkpoint(**tracked)
+        self._tracked = tracked
         self.mu_k = config.mu_k if config.mu_k >= 0 else losses.MU_K
         self.mu_q = config.mu_q if config.mu_q >= 0 else losses.MU_Q
         # A fixed signature (one trace). Distributed inputs (PerReplica
@@ -113,6 +114,13 @@ class Trainer:
 
     def step_value(self):
         return int(self.step.numpy())
+
+    def image_model_checkpoint(self):
+        """A `tf.train.Checkpoint` of G_x (raw and EMA) and D alone, under
+        the names of the full training checkpoint (--init_from reads a
+        run's checkpoint through it)."""
+        return tf.train.Checkpoint(**{
+            name: self._tracked[name] for name in ("D", "G_x", "G_x_ema")})
 
     # --- Training ---------------------------------------------------------------
 
