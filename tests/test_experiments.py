@@ -232,6 +232,19 @@ def test_full_identification_verdicts_on_known_numbers():
     rows = tool.stage_rows("B", dict(off, entropy=np.array([0.5, 0.5])),
                            true_b, noise_n_true=0.02)
     assert not rows["blur"]["passes"]
+    # A variant without a stage (NR-GAN: noise only): the missing stage
+    # passes where the data lack it and fails where they have it.
+    noise_only = {"noise_std": np.full((4, 3), 0.03)}
+    rows = tool.stage_rows("noise", noise_only, {"noise_std": np.full(
+        (4, 3), 0.03)}, noise_n_true=0.02)
+    assert rows["noise"]["passes"] and rows["noise"]["modelled"]
+    assert rows["blur"]["passes"] and not rows["blur"]["modelled"]
+    assert rows["jpeg"]["passes"] and not rows["jpeg"]["modelled"]
+    rows = tool.stage_rows("N", noise_only, {
+        "noise_std": np.full((4, 3), 0.03), "entropy": np.ones(4),
+        "q": np.full(4, 80.0)}, noise_n_true=0.02)
+    assert not rows["blur"]["passes"] and not rows["jpeg"]["passes"]
+    assert "not modelled" in tool._cell(rows["blur"])
 
 
 def test_hiding_probe_scores_with_the_runs_own_d(tmp_path, capsys):

@@ -152,11 +152,19 @@ def stage_rows(setting_name, learned, true, noise_n_true):
     setting = settings_lib.get_setting(setting_name)
     rates = {"blur": setting.blur_rate, "noise": setting.noise_rate,
              "jpeg": setting.jpeg_rate}
+    modelled = {"blur": "entropy" in learned, "jpeg": "q" in learned,
+                "noise": "noise_std" in learned}
     rows = {}
     for stage in STAGES:
         present = rates[stage] > 0
-        row = {"stage": stage, "present": present, "rate": rates[stage]}
-        if stage == "blur":
+        row = {"stage": stage, "present": present, "rate": rates[stage],
+               "modelled": modelled[stage]}
+        if not modelled[stage]:
+            # The variant has no such stage (e.g. NR-GAN has no blur): an
+            # absent stage is trivially off, a present one is not learned.
+            row.update(learned=None, true=None, passes=not present,
+                       tolerance="the variant has no such stage")
+        elif stage == "blur":
             ent = float(np.mean(learned["entropy"]))
             m_k = float(np.mean(learned["m_k"]))
             centre = float(np.mean(_centre_weight(learned["kernel"])))
@@ -247,6 +255,8 @@ def _cell(row):
     def f(v):
         return "–" if v is None else f"{v:.3g}"
     mark = "ok" if row["passes"] else "**no**"
+    if not row.get("modelled", True):
+        return f"not modelled {mark}"
     if row["stage"] == "jpeg":
         if row["present"]:
             return (f"q {f(row['q_compressed'])} ({f(row['true'])}), "
