@@ -111,7 +111,7 @@ def _wiener_best(blurred, clean, kernels, keep):
     from skimage.restoration import wiener
     pad = blurred.shape[1] // 2
     best = -np.inf
-    for balance in (1e-3, 3e-3, 1e-2, 3e-2):
+    for balance in (1e-4, 3e-4, 1e-3, 3e-3, 1e-2):
         out = np.empty(blurred.shape, np.float64)
         for i, (img, k) in enumerate(zip(blurred, kernels)):
             padded = np.pad(img / 255.0, ((pad, pad), (pad, pad), (0, 0)),

@@ -48,9 +48,10 @@ size and circularly shifted so that its centre tap is at (0, 0) (MATLAB's
 psf2otf); an off-by-one in this shift displaces the result by a pixel.
 Borders: `deblur` reflect-pads y by `pad` pixels (the blur itself used
 reflect padding) before the circular solve and crops afterwards. [choice]
-The default pad is half the image size (FFT size 2H): on 256 tuning
-patches of setting B at lambda = 1e4, pads of 8, 12, 16 and 24 px gave
-36.2, 39.7, 42.4 and 41.8 dB (blurred: 34.0 dB); see docs/results.md.
+The default pad is half the image size (FFT size 2H): on the tuning
+patches of setting B (32 px, lambda = 1e4), pads of 0, 7, 8, 12, 16 and
+24 px gave 24.3, 35.3, 36.3, 40.1, 42.6 and 41.8 dB (blurred: 34.7 dB;
+`tools/measure_restoration.py --tune`, docs/results.md).
 """
 
 import functools
