@@ -128,7 +128,7 @@ def _wiener_best(blurred, clean, kernels, keep):
 def test_krishnan_fergus_beats_wiener_on_photos(heldout, setting):
     blurred, params = builder.degrade_chunk(setting, heldout, 0,
                                             len(heldout), seed=5)
-    lam = kf.LAMBDA_BY_BLUR["disk" if setting == "B" else "motion"]
+    lam = kf.default_lambda("disk" if setting == "B" else "motion", 7)
     restored = kf.deblur(blurred, params.kernel, lam=lam)
     assert restored.shape == blurred.shape and restored.dtype == np.uint8
     # Images the blur left bit-identical (a near-identity kernel, e.g. a
@@ -199,3 +199,10 @@ def test_deblur_rejects_mismatched_kernels():
     with pytest.raises(ValueError, match="kernels"):
         kf.deblur(np.zeros((2, 16, 16, 3), np.uint8),
                   np.zeros((3, 7, 7), np.float32))
+
+
+def test_default_lambda_by_blur_type_and_kernel_size():
+    assert kf.default_lambda("disk", 7) == 1e4
+    assert kf.default_lambda("motion", 7) == 2e4
+    assert kf.default_lambda("disk", 11) == 5e4
+    assert kf.default_lambda("disk", 15) == 5e4  # nearest measured K

@@ -72,7 +72,7 @@ def test_restored_set_keeps_metadata_and_restores(clean, tmp_path, setting,
             sel = plain["blur_type"][hit] == kind
             expected[sel] = deconvolution.deblur(
                 plain["image"][hit][sel], plain["kernel"][hit][sel],
-                lam=deconvolution.LAMBDA_BY_BLUR[kind])
+                lam=deconvolution.default_lambda(kind, 7))
     else:
         hit = plain["jpeg_quality"] > 0
         expected = deblocking.deblock(plain["image"][hit],

@@ -17,6 +17,8 @@ motorcycle_right, rocket; --eval_seed), so no tuning photo is evaluated.
   set itself, an advantage to Wiener).
 * Deblocking, settings H, I, J: the JPEG image against the deblocked one
   (`bncr_tf.baselines.deblocking`, defaults).
+* The same at 128 px for the FFHQ cells' settings ffhq_D and ffhq_J
+  (--count_128 patches, half of them held out).
 
 Images the degradation left bit-identical to the clean patch (a near-
 identity kernel), or that a method restored exactly, have infinite PSNR;
@@ -24,7 +26,8 @@ they are left out of every mean of that setting ("images" counts the rest).
 
 --tune first writes tune.json: PSNR of Krishnan-Fergus over a lambda grid
 (settings B and C, i.e. disk and motion kernels) and a padding grid, and of
-the deblocking over (sigma, mu, iters, q_max), all on the tuning photos.
+the deblocking over (sigma, mu, iters, q_max), all on the tuning photos,
+and the lambda grid per blur type at 128 px (ffhq_D).
 Outputs: <out_dir>/quality.json (and tune.json); a markdown table on stdout.
 """
 
@@ -58,17 +61,22 @@ flags.DEFINE_integer("count", 768, "Patches cut per set (half of them come "
 flags.DEFINE_integer("tune_seed", 1, "Patch seed of the tuning set.")
 flags.DEFINE_integer("eval_seed", 2, "Patch seed of the evaluation set.")
 flags.DEFINE_integer("degrade_seed", 0, "Degradation seed.")
+flags.DEFINE_integer("count_128", 192, "Patches cut per set at 128 px "
+                     "(settings ffhq_D and ffhq_J; 0 = skip 128 px).")
 flags.DEFINE_list("wiener_balances",
                  ["1e-4", "3e-4", "1e-3", "3e-3", "1e-2", "3e-2"],
                   "Balance values tried for Wiener (best one reported).")
 
 BLUR_SETTINGS = ("B", "C", "D")
 JPEG_SETTINGS = ("H", "I", "J")
+LAMBDAS = (3e3, 5e3, 1e4, 2e4, 3e4, 5e4)
+LAMBDAS_128 = LAMBDAS + (1e5,)
 
 
-def _patches(seed, photos):
+def _patches(seed, photos, size=32):
+    count = FLAGS.count if size == 32 else FLAGS.count_128
     images, labels = data.load_clean_uint8(
-        f"builtin:skimage_patches:count={FLAGS.count}", 32, seed=seed)
+        f"builtin:skimage_patches:count={count}", size, seed=seed)
     keep = np.isin(labels, photos)
     return images[keep], labels[keep]
 
@@ -84,13 +92,11 @@ def _changed(clean, degraded):
     return np.any(clean != degraded, axis=(1, 2, 3))
 
 
-def _lam_for(setting):
-    return None if setting == "D" else deconvolution.LAMBDA_BY_BLUR[
-        "disk" if setting == "B" else "motion"]
-
-
 def _kf(blurred, params, lam_by_blur=None, pad=None):
-    lams = dict(deconvolution.LAMBDA_BY_BLUR, **(lam_by_blur or {}))
+    ksize = params.kernel.shape[-1]
+    lams = {name: deconvolution.default_lambda(name, ksize)
+            for name in ("disk", "motion")}
+    lams.update(lam_by_blur or {})
     out = blurred.copy()
     for code, name in ((1, "disk"), (2, "motion")):
         sel = np.flatnonzero(params.blur_type == code)
@@ -128,7 +134,7 @@ def tune(clean):
         keep = _changed(clean, blurred)
         row = {"blurred": _metrics(clean[keep], blurred[keep])["psnr"],
                "n": int(keep.sum())}
-        for lam in (3e3, 5e3, 1e4, 2e4, 3e4, 5e4):
+        for lam in LAMBDAS:
             restored = _kf(blurred, params, {kind: lam})
             row[f"{lam:g}"] = _metrics(clean[keep], restored[keep])["psnr"]
             print(f"[tune] {setting} lambda={lam:g}: {row[f'{lam:g}']:.2f} dB",
@@ -157,17 +163,38 @@ def tune(clean):
     return out
 
 
-def evaluate(clean):
+def tune_128(clean):
+    """lambda per blur type at 128 px (ffhq_D: disk r in [0.5, 4], motion
+    L = 10, K = 11), each type's images only."""
+    blurred, params = _degrade("ffhq_D", clean)
+    out = {"photos": [0, 1, 2], "seed": FLAGS.tune_seed, "setting": "ffhq_D"}
+    for code, kind in ((1, "disk"), (2, "motion")):
+        sel = (params.blur_type == code) & _changed(clean, blurred)
+        row = {"blurred": _metrics(clean[sel], blurred[sel])["psnr"],
+               "n": int(sel.sum())}
+        for lam in LAMBDAS_128:
+            restored = deconvolution.deblur(blurred[sel], params.kernel[sel],
+                                            lam=lam)
+            row[f"{lam:g}"] = _metrics(clean[sel], restored)["psnr"]
+            print(f"[tune] ffhq_D {kind} lambda={lam:g}: "
+                  f"{row[f'{lam:g}']:.2f} dB", file=sys.stderr, flush=True)
+        out[kind] = row
+    return out
+
+
+def evaluate(clean, blur_settings=BLUR_SETTINGS, jpeg_settings=JPEG_SETTINGS):
     """Quality on the evaluation photos; returns a JSON-able dict."""
     balances = [float(b) for b in FLAGS.wiener_balances]
     out = {"photos": [3, 4, 5], "seed": FLAGS.eval_seed,
-           "lambda_by_blur": deconvolution.LAMBDA_BY_BLUR,
+           "lambda_by_blur_and_kernel_size": {
+               name: {str(k): v for k, v in table.items()}
+               for name, table in deconvolution.LAMBDA_BY_BLUR.items()},
            "deblock": {"sigma": deblocking.DEFAULT_SIGMA,
                        "mu": deblocking.DEFAULT_MU,
                        "iters": deblocking.DEFAULT_ITERS,
                        "q_max": deblocking.DEFAULT_Q_MAX},
            "settings": {}}
-    for setting in BLUR_SETTINGS:
+    for setting in blur_settings:
         blurred, params = _degrade(setting, clean)
         t0 = time.time()
         restored = _kf(blurred, params)
@@ -192,7 +219,7 @@ def evaluate(clean):
             "wiener": dict(wiener[best], balance=float(best)),
             "wiener_all": wiener, "restore_s": kf_s}
         print(f"[eval] {setting} done", file=sys.stderr, flush=True)
-    for setting in JPEG_SETTINGS:
+    for setting in jpeg_settings:
         jpeg, params = _degrade(setting, clean)
         restored = deblocking.deblock(jpeg, params.jpeg_quality)
         keep = _changed(clean, jpeg) & _changed(clean, restored)
@@ -226,11 +253,19 @@ def main(argv):
     if FLAGS.tune:
         clean, _ = _patches(FLAGS.tune_seed, [0, 1, 2])
         result = tune(clean)
+        if FLAGS.count_128:
+            clean, _ = _patches(FLAGS.tune_seed, [0, 1, 2], 128)
+            result["deblur_128"] = tune_128(clean)
         with open(os.path.join(FLAGS.out_dir, "tune.json"), "w") as f:
             json.dump(result, f, indent=2)
             f.write("\n")
     clean, _ = _patches(FLAGS.eval_seed, [3, 4, 5])
     result = evaluate(clean)
+    if FLAGS.count_128:
+        clean, _ = _patches(FLAGS.eval_seed, [3, 4, 5], 128)
+        result_128 = evaluate(clean, ("ffhq_D",), ("ffhq_J",))
+        for name, row in result_128["settings"].items():
+            result["settings"][f"{name} (128 px)"] = row
     with open(os.path.join(FLAGS.out_dir, "quality.json"), "w") as f:
         json.dump(result, f, indent=2)
         f.write("\n")

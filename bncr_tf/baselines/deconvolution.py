@@ -63,10 +63,18 @@ ALPHA = 2.0 / 3.0
 BETA_0 = 1.0
 BETA_RATE = 2.0 * np.sqrt(2.0)
 BETA_MAX = 256.0
-# [choice] lambda per blur type, measured on tuning patches (docs/results.md,
-# "Restoration baselines"): tools/measure_restoration.py --tune.
-LAMBDA_BY_BLUR = {"disk": 1e4, "motion": 2e4}
-DEFAULT_LAMBDA = LAMBDA_BY_BLUR["disk"]
+# [choice] lambda per blur type and kernel size K (7 at 32 px, 11 at 128 px),
+# measured on tuning patches (docs/results.md, "Restoration baselines"):
+# tools/measure_restoration.py --tune.
+LAMBDA_BY_BLUR = {"disk": {7: 1e4, 11: 5e4}, "motion": {7: 2e4, 11: 2e4}}
+DEFAULT_LAMBDA = LAMBDA_BY_BLUR["disk"][7]
+
+
+def default_lambda(blur_type, kernel_size):
+    """The [choice] lambda of a blur type ("disk" or "motion") for K x K
+    kernels (the measured K nearest to `kernel_size`)."""
+    table = LAMBDA_BY_BLUR[blur_type]
+    return table[min(table, key=lambda k: (abs(k - kernel_size), k))]
 
 
 def beta_schedule(beta_0=BETA_0, rate=BETA_RATE, beta_max=BETA_MAX):

@@ -62,7 +62,7 @@ def restore_images(restore, images, params, lam_by_blur=None, workers=1):
             `blur_type` int `[n]` (0 none, 1 disk, 2 motion), `kernel`
             `[n, K, K]` and `jpeg_quality` int `[n]`).
         lam_by_blur: {"disk": lambda, "motion": lambda} for deblur_gt
-            (default `deconvolution.LAMBDA_BY_BLUR`).
+            (default `deconvolution.default_lambda` of the kernel size).
         workers: scipy.fft threads.
 
     Returns:
@@ -70,7 +70,10 @@ def restore_images(restore, images, params, lam_by_blur=None, workers=1):
     """
     out = np.array(images, np.uint8, copy=True)
     if restore == "deblur_gt":
-        lams = dict(deconvolution.LAMBDA_BY_BLUR, **(lam_by_blur or {}))
+        ksize = np.asarray(params.kernel).shape[-1]
+        lams = {name: deconvolution.default_lambda(name, ksize)
+                for name in ("disk", "motion")}
+        lams.update(lam_by_blur or {})
         blur_type = np.asarray(params.blur_type)
         for code, name in enumerate(settings_lib.BLUR_TYPES):
             if code == 0:
@@ -96,8 +99,11 @@ def describe(restore, lam_by_blur=None):
         return {"method": "Krishnan-Fergus non-blind deconvolution "
                           "(hyper-Laplacian prior, alpha = 2/3) with each "
                           "image's true kernel",
-                "lambda_by_blur": dict(deconvolution.LAMBDA_BY_BLUR,
-                                       **(lam_by_blur or {})),
+                "lambda_by_blur_and_kernel_size": {
+                    name: ({"any": lam_by_blur[name]}
+                           if name in (lam_by_blur or {}) else
+                           {str(k): v for k, v in table.items()})
+                    for name, table in deconvolution.LAMBDA_BY_BLUR.items()},
                 "beta_schedule": deconvolution.beta_schedule(),
                 "pad": "H // 2, reflect"}
     return {"method": "POCS deblocking with the JPEG quantisation "
