@@ -25,12 +25,14 @@ identity kernel), or that a method restored exactly, have infinite PSNR;
 they are left out of every mean of that setting ("images" counts the rest).
 
 --tune first writes tune.json: PSNR of Krishnan-Fergus over a lambda grid
-(settings B and C, i.e. disk and motion kernels) and a padding grid, and of
+(settings B and C, i.e. disk and motion kernels), a padding grid and with
+the kernel off-centre by one pixel (the centring error), and of
 the deblocking over (sigma, mu, iters, q_max), all on the tuning photos,
 and the lambda grid per blur type at 128 px (ffhq_D).
 Outputs: <out_dir>/quality.json (and tune.json); a markdown table on stdout.
 """
 
+import dataclasses
 import json
 import os
 import sys
@@ -146,6 +148,14 @@ def tune(clean):
                 restored = _kf(blurred, params, pad=pad)
                 pads[str(pad)] = _metrics(clean[keep], restored[keep])["psnr"]
             out["pad"][setting] = pads
+            # Kernel centring: the kernel shifted by one pixel inside its
+            # K x K window, i.e. an off-by-one in the psf2otf shift.
+            shifted = np.roll(params.kernel, (1, 1), axis=(1, 2))
+            restored = _kf(blurred,
+                           dataclasses.replace(params, kernel=shifted))
+            out["centring"] = {
+                "setting": setting, "correct": pads[str(clean.shape[1] // 2)],
+                "off_by_one": _metrics(clean[keep], restored[keep])["psnr"]}
     grid = [(s, m, i, q) for s in (0.35, 0.5, 0.7, 1.0)
             for m in (0.3, 0.5, 0.7, 1.0) for i in (1, 2) for q in (95, 101)]
     for setting in JPEG_SETTINGS:
