@@ -45,7 +45,9 @@ Kernels follow docs/design.md ([B, K, K], unit sum, centre tap at
 (K//2, K//2), applied as a true convolution as `degradations.kernels.blur`
 does). The optical transfer function is the kernel zero-padded to the FFT
 size and circularly shifted so that its centre tap is at (0, 0) (MATLAB's
-psf2otf); an off-by-one in this shift displaces the result by a pixel.
+psf2otf); an off-by-one in this shift displaces the result by a pixel
+(measured on the tuning patches of setting B: 23.6 dB instead of 42.6 dB,
+below the blurred input's 34.7 dB).
 Borders: `deblur` reflect-pads y by `pad` pixels (the blur itself used
 reflect padding) before the circular solve and crops afterwards. [choice]
 The default pad is half the image size (FFT size 2H): on the tuning
