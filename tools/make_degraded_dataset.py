@@ -6,6 +6,18 @@ Example:
         --setting=N --resolution=32 --out_dir=data/cifar10_N --seed=0 \\
         --workers=2 --shards=8
 
+With --restore, each degraded image is restored before it is written (the
+training sets of the paper's restoration baselines; docs/reproduction.md):
+
+    python tools/make_degraded_dataset.py --source=tfds:cifar10:train \
+        --setting=B --out_dir=data/cifar10_B_deblur_gt --restore=deblur_gt
+
+deblur_gt: Krishnan-Fergus deconvolution with each image's true kernel
+(Deblur+GAN†); deblock: POCS deblocking with the quantisation constraint set
+of each image's JPEG quality (Deblock+GAN; our substitute for Pointwise
+SA-DCT). Only the images the setting degraded are restored; the metadata
+(kernel, jpeg_quality, ...) are those of the degradation.
+
 Output: `<out_dir>/data.tfrecord-SSSSS-of-NNNNN` (one `tf.train.Example` per
 image, PNG-encoded degraded uint8 image plus its degradation metadata; see
 docs/design.md) and `<out_dir>/summary.json`. The records depend only on the
@@ -26,6 +38,7 @@ from absl import app  # noqa: E402
 from absl import flags  # noqa: E402
 
 from bncr_tf import data  # noqa: E402
+from bncr_tf.baselines import restore as restore_lib  # noqa: E402
 from bncr_tf.degradations import builder  # noqa: E402
 from bncr_tf.degradations import settings as settings_lib  # noqa: E402
 
@@ -50,6 +63,12 @@ flags.DEFINE_integer("shards", 1, "Number of TFRecord files.")
 flags.DEFINE_integer("chunk_size", 256, "Images per work item.")
 flags.DEFINE_bool("overwrite", False, "Replace a non-empty --out_dir.")
 flags.DEFINE_float("log_every", 5.0, "Seconds between progress lines.")
+flags.DEFINE_enum(
+    "restore", "none", ("none",) + restore_lib.RESTORERS,
+    "Restore each degraded image before writing it: deblur_gt "
+    "(Krishnan-Fergus deconvolution with the image's true kernel; needs a "
+    "setting with blur), deblock (POCS deblocking with the image's JPEG "
+    "quality; needs a setting with JPEG), or none.")
 
 flags.mark_flags_as_required(["source", "setting", "out_dir"])
 
@@ -112,6 +131,16 @@ def main(argv):
               f"{setting.resolution} px ({setting.dataset}); building at "
               f"{FLAGS.resolution} px with K = {setting.kernel_size}",
               file=sys.stderr)
+    restore = None if FLAGS.restore == "none" else FLAGS.restore
+    if restore is not None:
+        try:
+            paper_use = restore_lib.check_restorable(setting, restore)
+        except ValueError as e:
+            _fail(f"error: --restore={restore}: {e}")
+        if not paper_use:
+            print(f"warning: setting {setting.name} has degradations "
+                  f"besides the one --restore={restore} undoes; they stay "
+                  "in the images", file=sys.stderr)
     try:
         images, labels, desc = builder.load_source(
             FLAGS.source, FLAGS.resolution, limit=FLAGS.limit,
@@ -121,19 +150,28 @@ def main(argv):
     if FLAGS.shards > len(images):
         _fail(f"error: --shards={FLAGS.shards} exceeds the number of "
                  f"images ({len(images)})")
-    print(f"[degrade {setting.name}] {len(images)} images of "
-          f"{images.shape[1]}x{images.shape[2]} from {desc} -> {out_dir}",
+    what = "degrade" if restore is None else "degrade+restore"
+    print(f"[{what} {setting.name}] {len(images)} images of "
+          f"{images.shape[1]}x{images.shape[2]} from {desc} -> {out_dir}"
+          + ("" if restore is None else f" (restore: {restore})"),
           file=sys.stderr, flush=True)
+    restore_fn = restore_info = None
+    if restore is not None:
+        def restore_fn(degraded, params):
+            return restore_lib.restore_images(restore, degraded, params)
+        restore_info = {"name": restore,
+                        **restore_lib.describe(restore)}
     try:
         summary = builder.build_degraded_dataset(
             images, labels, setting, out_dir, seed=FLAGS.seed,
             workers=FLAGS.workers, shards=FLAGS.shards,
             chunk_size=FLAGS.chunk_size, overwrite=FLAGS.overwrite,
-            source=desc, log_every=FLAGS.log_every)
+            source=desc, log_every=FLAGS.log_every, restore=restore_fn,
+            restore_info=restore_info)
     except (ValueError, FileExistsError) as e:
         _fail(f"error: {e}")
     counts = summary["counts"]
-    print(f"[degrade {setting.name}] done: {counts} in "
+    print(f"[{what} {setting.name}] done: {counts} in "
           f"{summary['wall_time_s']:.1f} s "
           f"({summary['images_per_s']:.1f} img/s)", file=sys.stderr)
 

@@ -24,6 +24,13 @@ other, not with any published Inception FID. Also reported: the FID of the
 degraded training images themselves (what a GAN that reproduces its data
 perfectly would score) and of the clean training images (the floor).
 
+The restoration baselines are runs of the variants `deblur_gan` (D) and
+`deblock_gan` (J): a plain GAN trained on the degraded images restored by
+`bncr_tf.baselines` (Deblur+GAN†: Krishnan-Fergus with the true kernels;
+Deblock+GAN: POCS deblocking, our substitute for Pointwise SA-DCT), e.g.
+--runs=D:deblur_gan:0,J:deblock_gan:0. Their training sets are built once
+under `<out>/data/`.
+
 Outputs in --out: `summary.json`, `table.md`, `logs/` (command and log of
 each run), and per run its directory with `fid.json` and the decomposition
 grid (x | k | n | y) of its last step.
@@ -47,7 +54,12 @@ DEFAULT_RUNS = ("N:gan:0,N:gan:1,N:ambientgan:0,N:bncrgan:0,N:bncrgan:1,"
                 "D:gan:0,D:brgan:0,D:bncrgan:0,"
                 "J:gan:0,J:crgan:0,J:bncrgan:0")
 TITLES = {"gan": "GAN", "ambientgan": "AmbientGAN", "brgan": "BR-GAN",
-          "crgan": "CR-GAN", "bncrgan": "BNCR-GAN"}
+          "crgan": "CR-GAN", "bncrgan": "BNCR-GAN",
+          "deblur_gan": "Deblur+GAN†", "deblock_gan": "Deblock+GAN"}
+# The restoration baselines: a plain GAN trained on the degraded set
+# restored image by image (bncr_tf.baselines.restore), built once under
+# <out>/data/<setting>_<restorer>.
+RESTORED = {"deblur_gan": "deblur_gt", "deblock_gan": "deblock"}
 
 
 def parse_runs(text):
@@ -66,10 +78,48 @@ def run_name(setting, variant, seed):
     return f"{variant}-{setting}-s{seed}"
 
 
+def restored_dir(out, setting, variant):
+    return os.path.join(out, "data", f"{setting}_{RESTORED[variant]}")
+
+
+def build_restored(runs, args, out):
+    """Builds the restored training set of every restoration-baseline run
+    that does not have one yet (same images, setting and seed 0 as the
+    in-memory degradation of the other runs)."""
+    from bncr_tf import data
+    from bncr_tf.baselines import restore as restore_lib
+    from bncr_tf.degradations import builder
+    images = None
+    for setting, variant in sorted({(r[0], r[1]) for r in runs
+                                    if r[1] in RESTORED}):
+        target = restored_dir(out, setting, variant)
+        if os.path.isfile(os.path.join(target, data.SUMMARY_FILE)):
+            continue
+        restore = RESTORED[variant]
+        restore_lib.check_restorable(setting, restore)
+        if images is None:
+            images, labels = data.load_clean_uint8(
+                args.data, 32, limit=args.data_limit or None)
+
+        def fn(degraded, params, restore=restore):
+            return restore_lib.restore_images(restore, degraded, params)
+        print(f"building {target} ({restore} on {setting})", flush=True)
+        builder.build_degraded_dataset(
+            images, labels, setting, target, seed=0, workers=2,
+            source=f"{args.data} (limit {args.data_limit})", restore=fn,
+            restore_info={"name": restore, **restore_lib.describe(restore)},
+            overwrite=True)
+
+
 def train_command(setting, variant, seed, args, run_root):
-    flags = [
-        f"--data={args.data}", f"--data_limit={args.data_limit}",
-        f"--setting={setting}", f"--variant={variant}", "--resolution=32",
+    data_flags = [f"--data={args.data}", f"--data_limit={args.data_limit}",
+                  f"--setting={setting}", f"--variant={variant}"]
+    if variant in RESTORED:
+        out = os.path.dirname(run_root)
+        data_flags = [f"--data={restored_dir(out, setting, variant)}",
+                      "--data_limit=0", "--setting=A", "--variant=gan"]
+    flags = data_flags + [
+        "--resolution=32",
         f"--width={args.width}",
         f"--d_batch={args.d_batch}", f"--g_batch={args.g_batch}",
         f"--iterations={args.iterations}", f"--lr={args.lr}",
@@ -290,6 +340,11 @@ def main(argv=None):
     os.makedirs(out, exist_ok=True)
     seconds = {}
     if not args.evaluate_only:
+        try:
+            build_restored(runs, args, out)
+        except ValueError as e:
+            print(f"error: {e}", file=sys.stderr)
+            return 2
         try:
             seconds = train_all(runs, args, out)
         except RuntimeError as e:

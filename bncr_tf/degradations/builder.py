@@ -134,10 +134,13 @@ def degrade_chunk(setting, clean_u8, start, num_images, seed):
     return settings_lib.apply_params(clean_u8, params), params
 
 
-def _process_chunk(setting, clean_u8, labels, start, num_images, seed):
-    """Worker: degrade, PNG-encode and serialize one chunk."""
+def _process_chunk(setting, clean_u8, labels, start, num_images, seed,
+                   restore=None):
+    """Worker: degrade, (restore,) PNG-encode and serialize one chunk."""
     degraded, params = degrade_chunk(setting, clean_u8, start, num_images,
                                      seed)
+    if restore is not None:
+        degraded = restore(degraded, params)
     records = [serialize_record(tf.io.encode_png(degraded[j]).numpy(),
                                 params, j, labels[j])
                for j in range(len(degraded))]
@@ -228,7 +231,8 @@ def _check_out_dir(out_dir, overwrite):
 def build_degraded_dataset(images, labels, setting, out_dir, seed=0,
                            workers=1, shards=1, chunk_size=256,
                            overwrite=False, source="", progress=True,
-                           log_every=5.0, stream=None):
+                           log_every=5.0, stream=None, restore=None,
+                           restore_info=None):
     """Degrades clean images and writes sharded TFRecords + summary.json.
 
     Args:
@@ -247,6 +251,13 @@ def build_degraded_dataset(images, labels, setting, out_dir, seed=0,
         progress: print progress lines to `stream` (default stderr).
         log_every: seconds between progress lines.
         stream: file object for progress lines.
+        restore: optional callable (degraded uint8 `[n, H, W, 3]`,
+            `DegradationParams`) -> uint8 `[n, H, W, 3]` applied to each
+            chunk before encoding (the restoration baselines,
+            `bncr_tf.baselines.restore`); the metadata stay those of the
+            degradation.
+        restore_info: dict describing `restore`, stored in summary.json as
+            "restore".
 
     Returns:
         The summary dict (also written to `<out_dir>/summary.json`).
@@ -287,7 +298,7 @@ def build_degraded_dataset(images, labels, setting, out_dir, seed=0,
     try:
         shard_info = _write_shards(images, labels, setting, tmp_dir, seed,
                                    workers, shards, chunk_size, progress,
-                                   log_every, stream, stats, t0)
+                                   log_every, stream, stats, t0, restore)
         wall = time.time() - t0
         summary = {
             "setting": setting.name,
@@ -306,6 +317,8 @@ def build_degraded_dataset(images, labels, setting, out_dir, seed=0,
             "workers": workers,
             "chunk_size": chunk_size,
         }
+        if restore is not None:
+            summary["restore"] = dict(restore_info or {})
         with open(os.path.join(tmp_dir, SUMMARY_NAME), "w") as f:
             json.dump(summary, f, indent=2, sort_keys=False)
             f.write("\n")
@@ -317,7 +330,8 @@ def build_degraded_dataset(images, labels, setting, out_dir, seed=0,
 
 
 def _write_shards(images, labels, setting, tmp_dir, seed, workers, shards,
-                  chunk_size, progress, log_every, stream, stats, t0):
+                  chunk_size, progress, log_every, stream, stats, t0,
+                  restore=None):
     """Runs the thread pool and writes records in index order."""
     num = len(images)
     bounds = [s * num // shards for s in range(shards + 1)]
@@ -333,7 +347,7 @@ def _write_shards(images, labels, setting, tmp_dir, seed, workers, shards,
         stop = min(start + chunk_size, num)
         return pool.submit(_process_chunk, setting,
                            np.ascontiguousarray(images[start:stop]),
-                           labels[start:stop], start, num, seed)
+                           labels[start:stop], start, num, seed, restore)
 
     try:
         with concurrent.futures.ThreadPoolExecutor(workers) as pool:
@@ -357,7 +371,8 @@ def _write_shards(images, labels, setting, tmp_dir, seed, workers, shards,
                 if progress and (now - last_log >= log_every or done == num):
                     rate = done / max(now - t0, 1e-9)
                     eta = (num - done) / max(rate, 1e-9)
-                    print(f"[degrade {setting.name}] {done}/{num} images "
+                    what = "degrade+restore" if restore else "degrade"
+                    print(f"[{what} {setting.name}] {done}/{num} images "
                           f"({100.0 * done / num:.1f}%), {rate:.1f} img/s, "
                           f"elapsed {_fmt_time(now - t0)}, "
                           f"ETA {_fmt_time(eta)}", file=stream, flush=True)
