@@ -157,18 +157,8 @@ def _idx(array):
 def test_comparison_tool_end_to_end(tmp_path):
     """Two tiny runs on a fake Fashion-MNIST, the classifier trained by the
     tool, FIDs on its features."""
-    rng = np.random.default_rng(0)
     data_dir = tmp_path / "fashion"
-    data_dir.mkdir()
-    for prefix, n in (("train", 400), ("t10k", 300)):
-        labels = np.arange(n) % 10
-        images = rng.integers(0, 30, (n, 28, 28)).astype(np.uint8)
-        for image, label in zip(images, labels):
-            image[4:4 + 2 * label + 4, 4:4 + 2 * label + 4] = 220
-        (data_dir / f"{prefix}-images-idx3-ubyte.gz").write_bytes(
-            gzip.compress(_idx(images)))
-        (data_dir / f"{prefix}-labels-idx1-ubyte").write_bytes(
-            _idx(labels.astype(np.uint8)))
+    _fake_fashion(data_dir)
     tool = _tool("run_fmnist_comparison")
     out = tmp_path / "cmp"
     classifier = tmp_path / "clf" / "classifier.keras"
