@@ -142,7 +142,7 @@ def run(main):
     catch them first to say more, see bncr_tf.train).
     """
     from absl import app
-    from bncr_tf.training.config import UserError
+    from bncr_tf.errors import UserError
 
     def wrapped(argv):
         try:

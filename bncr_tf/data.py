@@ -36,6 +36,8 @@ import struct
 import numpy as np
 import tensorflow as tf
 
+from bncr_tf.errors import DataError
+
 logger = logging.getLogger(__name__)
 
 IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".bmp", ".webp", ".gif")
@@ -65,13 +67,6 @@ _SPEC_HELP = ("expected tfds:NAME[:SPLIT], folder:DIR, tfrecord:DIR, "
               "or an existing directory")
 _PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
 _MAX_EXAMPLES = 5
-
-
-class DataError(Exception):
-    """A problem with the user's data, described in one sentence.
-
-    Entry points print `str(error)` without a traceback.
-    """
 
 
 # --- Source specs -----------------------------------------------------------

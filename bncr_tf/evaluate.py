@@ -20,7 +20,7 @@ cli.quiet_tensorflow()
 
 from absl import flags  # noqa: E402
 
-from bncr_tf.training.config import UserError  # noqa: E402
+from bncr_tf.errors import UserError  # noqa: E402
 
 FLAGS = flags.FLAGS
 

@@ -65,7 +65,7 @@ from bncr_tf import runs
 from bncr_tf import synthesis
 from bncr_tf import variants as variants_lib
 from bncr_tf.degradations import kernels as kernels_lib
-from bncr_tf.training.config import UserError
+from bncr_tf.errors import UserError
 
 MODEL_NAMES = ("generator", "blur_kernel", "noise", "quality", "degrade")
 DEFAULT_SIGNATURE = "serving_default"

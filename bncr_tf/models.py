@@ -93,7 +93,7 @@ def load_reference_images(config):
     Loaded once per process and shared by the raw and EMA "generators".
     """
     from bncr_tf import data
-    from bncr_tf.training.config import UserError
+    from bncr_tf.errors import UserError
     key = (config.clean_reference, config.resolution,
            config.clean_reference_limit, config.clean_reference_seed)
     if key not in _REFERENCE_CACHE:

@@ -12,9 +12,9 @@ import re
 import tensorflow as tf
 
 from bncr_tf import models
+from bncr_tf.config import TrainConfig
+from bncr_tf.errors import UserError
 from bncr_tf.training import checkpoints
-from bncr_tf.training.config import TrainConfig
-from bncr_tf.training.config import UserError
 
 
 def load_config(run_dir):

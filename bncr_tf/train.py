@@ -1,6 +1,6 @@
 """Train a BNCR-GAN family model: `python -m bncr_tf.train --flagfile=...`.
 
-Every flag is a field of `bncr_tf.training.config.TrainConfig`; its help text
+Every flag is a field of `bncr_tf.config.TrainConfig`; its help text
 and bounds live there. This module only defines the flags, resolves them into
 one frozen config and calls `bncr_tf.training.loop.train`.
 
@@ -22,7 +22,7 @@ cli.quiet_tensorflow()
 from absl import flags  # noqa: E402
 from absl import logging as absl_logging  # noqa: E402
 
-from bncr_tf.training.config import TrainConfig  # noqa: E402
+from bncr_tf.config import TrainConfig  # noqa: E402
 
 FLAGS = flags.FLAGS
 

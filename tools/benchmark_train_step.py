@@ -210,7 +210,7 @@ def _trainer(variant, config_name):
     import tensorflow as tf
     from bncr_tf.training import loop
     from bncr_tf.training import steps
-    from bncr_tf.training.config import TrainConfig
+    from bncr_tf.config import TrainConfig
     mixed, jit = CONFIGS[config_name]
     config = TrainConfig(
         variant=variant, setting=FLAGS.setting, width=FLAGS.width,

@@ -1,6 +1,6 @@
 """Writes docs/flags.md: every flag of `python -m bncr_tf.train`.
 
-The flags are the fields of `bncr_tf.training.config.TrainConfig`; their
+The flags are the fields of `bncr_tf.config.TrainConfig`; their
 help, defaults and bounds live there. `--check` fails if the page is stale.
 
     python tools/make_flag_docs.py [--check]
@@ -15,7 +15,7 @@ ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, ROOT)
 
 from bncr_tf import cli  # noqa: E402
-from bncr_tf.training.config import TrainConfig  # noqa: E402
+from bncr_tf.config import TrainConfig  # noqa: E402
 
 PAGE = os.path.join(ROOT, "docs", "flags.md")
 
@@ -23,7 +23,7 @@ PAGE = os.path.join(ROOT, "docs", "flags.md")
 def render():
     lines = [
         "# Flags of `python -m bncr_tf.train`", "",
-        "Generated from `bncr_tf/training/config.py` by "
+        "Generated from `bncr_tf/config.py` by "
         "`tools/make_flag_docs.py`. `--helpfull` prints the same help.", "",
         "| flag | default | meaning |", "| --- | --- | --- |"]
     for field in dataclasses.fields(TrainConfig):

@@ -55,7 +55,7 @@ from bncr_tf import runs  # noqa: E402
 from bncr_tf import synthesis  # noqa: E402
 from bncr_tf.degradations import builder  # noqa: E402
 from bncr_tf.degradations import settings as settings_lib  # noqa: E402
-from bncr_tf.training.config import UserError  # noqa: E402
+from bncr_tf.errors import UserError  # noqa: E402
 
 DEFAULT_CONDITIONS = "A,B,C,D,H,J,noise,N"
 

@@ -50,7 +50,7 @@ from bncr_tf import runs  # noqa: E402
 from bncr_tf import synthesis  # noqa: E402
 from bncr_tf.degradations import kernels as kernels_lib  # noqa: E402
 from bncr_tf.degradations import settings as settings_lib  # noqa: E402
-from bncr_tf.training.config import UserError  # noqa: E402
+from bncr_tf.errors import UserError  # noqa: E402
 
 DEFAULT_INTENSITIES = (0.05, 0.15, 0.25, 0.35, 0.5, 0.65, 0.75, 0.85, 0.95)
 LEARNED_COLOR = (31, 119, 180)

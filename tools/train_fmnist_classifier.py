@@ -36,7 +36,7 @@ sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(
 from bncr_tf import data  # noqa: E402
 from bncr_tf import fileio  # noqa: E402
 from bncr_tf.metrics import classifier  # noqa: E402
-from bncr_tf.training.config import UserError  # noqa: E402
+from bncr_tf.errors import UserError  # noqa: E402
 
 RESOLUTION = 32
 

@@ -25,7 +25,7 @@ import numpy as np
 import tensorflow as tf
 
 from bncr_tf.fileio import sha256_file  # noqa: F401  (public name)
-from bncr_tf.training.config import UserError
+from bncr_tf.errors import UserError
 
 NUM_CLASSES = 10
 FEATURES_LAYER = "features"

@@ -123,7 +123,7 @@ def resolve_export_dir(path):
         candidate = os.path.join(path, str(version))
         if os.path.isfile(os.path.join(candidate, "saved_model.pb")):
             return candidate
-    from bncr_tf.training.config import UserError
+    from bncr_tf.errors import UserError
     raise UserError(f"{path} is not a SavedModel directory and holds no "
                     f"integer version with a saved_model.pb")
 

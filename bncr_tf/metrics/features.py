@@ -27,10 +27,10 @@ import time
 import numpy as np
 import tensorflow as tf
 
+from bncr_tf.errors import UserError
 from bncr_tf.metrics import classifier as classifier_lib
 from bncr_tf.metrics import fid as fid_lib
 from bncr_tf.metrics import inception
-from bncr_tf.training.config import UserError
 
 EXTRACTORS = ("inception", "keras_inception_v3", "random_conv", "classifier")
 KERAS_WEIGHTS_NOTOP = ("inception_v3_weights_tf_dim_ordering_tf_kernels_"

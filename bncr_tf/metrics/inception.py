@@ -44,7 +44,7 @@ import tensorflow as tf
 
 from bncr_tf import fileio
 from bncr_tf.fileio import sha256_file  # noqa: F401  (public name)
-from bncr_tf.training.config import UserError
+from bncr_tf.errors import UserError
 
 log = logging.getLogger("bncr_tf")
 

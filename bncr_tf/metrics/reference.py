@@ -22,9 +22,9 @@ import numpy as np
 
 from bncr_tf import data as data_lib
 from bncr_tf import fileio
+from bncr_tf.errors import UserError
 from bncr_tf.metrics import features as features_lib
 from bncr_tf.metrics import inception
-from bncr_tf.training.config import UserError
 
 CACHE_SUBDIR = "reference-stats"
 CACHE_VERSION = 1
@@ -84,10 +84,7 @@ def source_description(spec, resolution, limit=None, seed=0):
     The seed only matters for builtin:skimage_patches and is dropped for
     other sources, so the same images share one cache entry.
     """
-    try:
-        source = data_lib.parse_source(spec)
-    except data_lib.DataError as e:
-        raise UserError(str(e)) from None
+    source = data_lib.parse_source(spec)
     return {"source": str(source), "resolution": int(resolution),
             "limit": int(limit) if limit else None,
             "seed": int(seed) if source.kind == "builtin" else None}
@@ -142,12 +139,9 @@ def reference_stats(spec, resolution, extractor, limit=None, seed=0,
             return stats
     chunks = (images for images, _ in data_lib.iter_source_uint8(
         spec, resolution, chunk_size=1024, limit=limit, seed=seed))
-    try:
-        feature_stats = features_lib.extract_statistics(
-            chunks, extractor, total=limit, max_features=num_features,
-            label=f"reference {description['source']}", progress=progress)
-    except data_lib.DataError as e:
-        raise UserError(str(e)) from None
+    feature_stats = features_lib.extract_statistics(
+        chunks, extractor, total=limit, max_features=num_features,
+        label=f"reference {description['source']}", progress=progress)
     meta = dict(description, extractor=features_lib.extractor_info(extractor),
                 key=cache_key(description, extractor_id), cache_path=path)
     stats = ReferenceStats.from_feature_stats(feature_stats, meta)

@@ -15,10 +15,10 @@ import tensorflow as tf
 
 from bncr_tf import data as data_lib
 from bncr_tf import runs
+from bncr_tf.errors import UserError
 from bncr_tf.metrics import evaluation
 from bncr_tf.metrics import reference as reference_lib
 from bncr_tf.training import checkpoints as checkpoints_lib
-from bncr_tf.training.config import UserError
 
 
 def list_checkpoints(run_dir, checkpoint="latest"):
@@ -100,10 +100,7 @@ def default_reference(config):
       UserError: the run trained on a degraded TFRecord set, whose clean
         images are not available.
     """
-    try:
-        source = data_lib.parse_source(config.data)
-    except data_lib.DataError as e:
-        raise UserError(str(e)) from None
+    source = data_lib.parse_source(config.data)
     if source.kind == "tfrecord":
         clean = data_lib.read_degraded_summary(source.path).get("source")
         hint = f" (its summary.json names the source {clean!r})" if clean \
@@ -179,10 +176,7 @@ def evaluate_run(extractor, run_dir=None, export_dir=None,
                         "--reference")
     if reference_seed is not None:
         ref_seed = reference_seed
-    try:
-        data_lib.parse_source(spec)
-    except data_lib.DataError as e:
-        raise UserError(str(e)) from None
+    data_lib.parse_source(spec)
     if export_dir:
         targets = [(None, export_dir, None)]
     else:

@@ -28,8 +28,8 @@ import shutil
 
 import tensorflow as tf
 
+from bncr_tf.errors import UserError
 from bncr_tf.training import rundir
-from bncr_tf.training.config import UserError
 
 log = logging.getLogger("bncr_tf")
 

@@ -31,13 +31,13 @@ import tensorflow as tf
 
 from bncr_tf import interrupts
 from bncr_tf import quiet
+from bncr_tf.config import TrainConfig
+from bncr_tf.errors import UserError
 from bncr_tf.training import checkpoints
 from bncr_tf.training import events
 from bncr_tf.training import grids
 from bncr_tf.training import rundir
 from bncr_tf.training import stats as stats_lib
-from bncr_tf.training.config import TrainConfig
-from bncr_tf.training.config import UserError
 
 log = logging.getLogger("bncr_tf")
 
@@ -281,15 +281,12 @@ def load_training_images(config):
     """Loads the clean source and applies --setting. uint8 [N, R, R, 3]."""
     from bncr_tf import data
     from bncr_tf.degradations import settings
-    try:
-        # libjpeg / libpng print their complaints about bad files straight
-        # to stderr; the folder scan reports them in one summary instead.
-        with quiet.native_stderr(native=True):
-            images, _ = data.load_clean_uint8(
-                config.data, config.resolution,
-                limit=config.data_limit or None, seed=config.data_seed)
-    except data.DataError as e:
-        raise UserError(str(e)) from None
+    # libjpeg / libpng print their complaints about bad files straight
+    # to stderr; the folder scan reports them in one summary instead.
+    with quiet.native_stderr(native=True):
+        images, _ = data.load_clean_uint8(
+            config.data, config.resolution,
+            limit=config.data_limit or None, seed=config.data_seed)
     if len(images) < config.d_batch:
         raise UserError(
             f"{config.data} has {len(images)} images, fewer than one D batch "
@@ -538,10 +535,7 @@ def _check_cheap_inputs(config):
     """Checks what needs no TensorFlow and no data before anything else:
     the data source spec and an explicit --resume directory."""
     from bncr_tf import data
-    try:
-        data.parse_source(config.data)
-    except data.DataError as e:
-        raise UserError(str(e)) from None
+    data.parse_source(config.data)
     rundir.check_resume_arg(config.resume)
     if config.init_from and not os.path.isdir(
             os.path.join(config.init_from, "checkpoints")):

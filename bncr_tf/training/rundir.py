@@ -22,7 +22,7 @@ import os
 import re
 
 from bncr_tf import fileio
-from bncr_tf.training.config import UserError
+from bncr_tf.errors import UserError
 
 _RUN_RE = re.compile(r"^(\d{5})-(.+)$")
 CHECKPOINT_STATE_FILE = "checkpoint"
