@@ -660,7 +660,11 @@ def _train_in(config, force_export, progress, strategy, run_dir, resuming):
     try:
         for step in range(start, config.iterations):
             guard.before_step()
-            values = trainer.train_iteration(next(batches), step)
+            # A signal waits for the batch and the step: raised inside the
+            # distributed iterator's fetch it could corrupt TensorFlow's
+            # heap at exit (docs/reliability.md).
+            with interrupts.deferred():
+                values = trainer.train_iteration(next(batches), step)
             values = {k: float(v) for k, v in values.items()}
             values = guard.check(values, step, manager.latest_checkpoint)
             collector.report_dict(values)
