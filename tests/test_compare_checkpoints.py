@@ -3,19 +3,9 @@ runs of the same code give identical manifests, and a changed tensor is
 reported by case and name."""
 
 import copy
-import importlib.util
 import json
-import os
 
-ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-
-
-def _tool(name):
-    spec = importlib.util.spec_from_file_location(
-        name, os.path.join(ROOT, "tools", name + ".py"))
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+from conftest import load_tool as _tool
 
 
 def _save(tf, path, kernel, step):

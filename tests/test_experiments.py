@@ -2,7 +2,6 @@
 print is computed from runs they train, and a rerun does not retrain."""
 
 import gzip
-import importlib.util
 import json
 import os
 import types
@@ -10,15 +9,7 @@ import types
 import numpy as np
 import pytest
 
-ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-
-
-def _tool(name):
-    spec = importlib.util.spec_from_file_location(
-        name, os.path.join(ROOT, "tools", name + ".py"))
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+from conftest import load_tool as _tool
 
 
 def test_identification_tool_end_to_end(tmp_path, capsys):

@@ -115,20 +115,16 @@ def case_flags(name, iterations):
 
 # ---------------------------------------------------------------- hashing
 
-def _import_tf():
-    """Imports TensorFlow without its start-up lines on stderr."""
-    if "tensorflow" in sys.modules:
-        return sys.modules["tensorflow"]
-    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
-    saved = os.dup(2)
-    try:
-        with open(os.devnull, "w") as null:
-            os.dup2(null.fileno(), 2)
-            import tensorflow as tf
-    finally:
-        os.dup2(saved, 2)
-        os.close(saved)
-    return tf
+def _read_tensors(prefix):
+    """{name: value} of a checkpoint, by the package's own reader
+    (`checkpoints.read_tensors`), with TensorFlow's load-time lines
+    hidden (`cli.quiet_tensorflow`)."""
+    if ROOT not in sys.path:
+        sys.path.insert(0, ROOT)
+    from bncr_tf import cli
+    cli.quiet_tensorflow([])
+    from bncr_tf.training import checkpoints
+    return checkpoints.read_tensors(prefix)
 
 
 def _tensor_bytes(value):
@@ -146,14 +142,9 @@ def hash_checkpoint(prefix):
     Every saved tensor except the object-graph record (which holds no
     values, only the names that are already the keys).
     """
-    tf = _import_tf()
-    reader = tf.train.load_checkpoint(prefix)
+    import numpy as np
     out = {}
-    for name, _ in tf.train.list_variables(prefix):
-        if "_CHECKPOINTABLE_OBJECT_GRAPH" in name:
-            continue
-        value = reader.get_tensor(name)
-        import numpy as np
+    for name, value in _read_tensors(prefix).items():
         array = np.asarray(value)
         out[name] = {"dtype": str(array.dtype), "shape": list(array.shape),
                      "sha256": hashlib.sha256(

@@ -120,23 +120,9 @@ def _committed_step(outdir):
     return run, int(state["latest"].rsplit("-", 1)[1])
 
 
-def _import_tf():
-    """Imports TensorFlow without its start-up lines on stderr."""
-    if "tensorflow" in sys.modules:
-        return sys.modules["tensorflow"]
-    saved = os.dup(2)
-    try:
-        with open(os.devnull, "w") as null:
-            os.dup2(null.fileno(), 2)
-            import tensorflow as tf
-    finally:
-        os.dup2(saved, 2)
-        os.close(saved)
-    return tf
-
-
 def _tensors(prefix):
-    _import_tf()
+    from bncr_tf import cli
+    cli.quiet_tensorflow([])  # TensorFlow's load-time lines hidden
     from bncr_tf.training import checkpoints
     return checkpoints.read_tensors(prefix)
 

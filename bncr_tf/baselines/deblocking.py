@@ -45,6 +45,8 @@ import numpy as np
 import scipy.fft
 import scipy.ndimage
 
+from bncr_tf.degradations import jpeg
+
 # [choice] measured on tuning patches (docs/results.md, "Restoration
 # baselines"): tools/measure_restoration.py --tune.
 DEFAULT_SIGMA = 0.5
@@ -52,12 +54,9 @@ DEFAULT_MU = 0.5
 DEFAULT_ITERS = 1
 DEFAULT_Q_MAX = 95
 
-# JFIF full-range RGB -> YCbCr (ITU-R BT.601), as `degradations.jpeg`.
-_RGB_TO_YCC = np.array([
-    [0.299, 0.587, 0.114],
-    [-0.168736, -0.331264, 0.5],
-    [0.5, -0.418688, -0.081312],
-], np.float64)
+# JFIF full-range RGB -> YCbCr (ITU-R BT.601), float64, from
+# `degradations.jpeg`, the one owner of the constants.
+_RGB_TO_YCC = jpeg.RGB_TO_YCC
 _YCC_TO_RGB = np.linalg.inv(_RGB_TO_YCC)
 
 
@@ -65,8 +64,6 @@ def quantisation_tables(quality):
     """libjpeg (luma, chroma) tables, float64 `[B, 8, 8]`, of int qualities
     `[B]` in [1, 100] (from `degradations.jpeg.quality_tables`, the one
     owner of the tables)."""
-    # pylint: disable-next=import-outside-toplevel
-    from bncr_tf.degradations import jpeg
     luma, chroma = jpeg.quality_tables(np.asarray(quality, np.float32))
     return np.asarray(luma, np.float64), np.asarray(chroma, np.float64)
 

@@ -63,12 +63,15 @@ ROUNDING_MODES = ("ste", "cubic", "sin", "none")
 # ("analytic") or by a central finite difference of its output ("fd").
 QUALITY_GRADIENTS = ("analytic", "fd")
 
-# JFIF full-range RGB -> YCbCr on [0, 255], without the +128 chroma offsets.
-_RGB_TO_YCC = np.array([
+# JFIF full-range RGB -> YCbCr on [0, 255], without the +128 chroma offsets
+# (float64; the one copy of these constants, also used by
+# `baselines.deblocking`). psi^g uses its float32 cast.
+RGB_TO_YCC = np.array([
     [0.299, 0.587, 0.114],
     [-0.168736, -0.331264, 0.5],
     [0.5, -0.418688, -0.081312],
-], dtype=np.float32)
+], dtype=np.float64)
+_RGB_TO_YCC = RGB_TO_YCC.astype(np.float32)
 
 # JFIF inverse: rows give R, G, B from (Y, Cb - 128, Cr - 128).
 _YCC_TO_RGB = np.array([
