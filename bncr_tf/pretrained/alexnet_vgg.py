@@ -67,7 +67,7 @@ class AlexNetFeatures(keras.Model):
         if not self.built:
             self(keras.ops.zeros((1, 64, 64, 3)))
         for i, conv in enumerate(self.convs):
-            _assign(conv, [arrays[f"{prefix}Conv_{i}/kernel"],
+            weights_lib.assign(conv, [arrays[f"{prefix}Conv_{i}/kernel"],
                            arrays[f"{prefix}Conv_{i}/bias"]])
 
     @classmethod
@@ -124,7 +124,7 @@ class VGG16Features(keras.Model):
         if not self.built:
             self(keras.ops.zeros((1, 32, 32, 3)))
         for i, conv in enumerate(self.convs):
-            _assign(conv, [arrays[f"{prefix}Conv_{i}/kernel"],
+            weights_lib.assign(conv, [arrays[f"{prefix}Conv_{i}/kernel"],
                            arrays[f"{prefix}Conv_{i}/bias"]])
 
     @classmethod
@@ -134,12 +134,3 @@ class VGG16Features(keras.Model):
         model.load_arrays(weights_lib.load(cls.weight_set, directory))
         return model
 
-
-def _assign(layer, values):
-    """layer.set_weights with a shape check naming the layer."""
-    expected = [tuple(w.shape) for w in layer.get_weights()]
-    actual = [tuple(v.shape) for v in values]
-    if expected != actual:
-        raise ValueError(f"{layer.name}: weights of shapes {actual}, "
-                         f"expected {expected}")
-    layer.set_weights(values)

@@ -562,6 +562,20 @@ def convert_efficientnet_lite0(wheel_path, directory=None):
                  directory)]
 
 
+def assign(layer, values):
+    """`layer.set_weights(values)` after a shape check naming the layer.
+
+    Raises:
+      ValueError: the shapes differ from the layer's.
+    """
+    expected = [tuple(w.shape) for w in layer.get_weights()]
+    actual = [tuple(np.shape(v)) for v in values]
+    if expected != actual:
+        raise ValueError(f"{layer.name}: weights of shapes {actual}, "
+                         f"expected {expected}")
+    layer.set_weights(values)
+
+
 def verify_installed(directory=None):
     """{name: None or one-sentence problem} for every weight set."""
     problems = {}
