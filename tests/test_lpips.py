@@ -185,3 +185,22 @@ def test_head_weights_must_be_non_negative():
     arrays["NetLinLayer_2/Conv_0/kernel"][0, 0, 5, 0] = -0.1
     with pytest.raises(ValueError, match="negative"):
         model.load_arrays(arrays)
+
+
+def test_float32_under_a_mixed_precision_policy():
+    """Training sets mixed_bfloat16 globally; LPIPS still computes in
+    float32 (same value as under the float32 policy)."""
+    _need("lpips_alex")
+    import keras
+    a, b = _image("ex_ref"), _image("ex_p1")
+    expected = lpips.lpips_distance(a, b)
+    keras.mixed_precision.set_global_policy("mixed_bfloat16")
+    try:
+        model = lpips.LPIPS("alex")
+        model.features(np.zeros((1, 64, 64, 3), np.float32))
+        model.load_arrays(weights.load("lpips_alex"))
+        got = lpips.lpips_distance(a, b, model=model)
+        assert all(w.dtype == "float32" for w in model.weights)
+    finally:
+        keras.mixed_precision.set_global_policy("float32")
+    np.testing.assert_allclose(got, expected, rtol=0, atol=1e-6)

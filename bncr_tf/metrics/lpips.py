@@ -50,14 +50,16 @@ class LPIPS(keras.Model):
     def __init__(self, net="alex", name=None, **kwargs):
         if net not in NETS:
             raise ValueError(f"net must be one of {NETS}, got {net!r}")
-        super().__init__(name=name or f"lpips_{net}", **kwargs)
+        super().__init__(name=name or f"lpips_{net}", dtype="float32",
+                         **kwargs)
         self.net_name = net
         self.features = (alexnet_vgg.AlexNetFeatures() if net == "alex"
                          else alexnet_vgg.VGG16Features())
         # The linear heads w_l >= 0 (1x1 convolutions without bias).
         self.heads = [
             self.add_weight(shape=(c,), initializer="zeros",
-                            trainable=False, name=f"lin{i}")
+                            trainable=False, name=f"lin{i}",
+                            dtype="float32")
             for i, c in enumerate(self.features.tap_channels)]
 
     def load_arrays(self, arrays):

@@ -32,6 +32,9 @@ VGG16_PLAN = (64, 64, "M", 128, 128, "M", 256, 256, 256, "M",
               512, 512, 512, "M", 512, 512, 512)
 VGG16_TAPS = ("relu1_2", "relu2_2", "relu3_3", "relu4_3", "relu5_3")
 VGG16_TAP_INDEX = (1, 3, 6, 9, 12)  # convolutions whose ReLU is a tap
+# Every layer computes in float32 whatever the global dtype policy (tests
+# and training may set mixed_bfloat16).
+F32 = "float32"
 
 
 class AlexNetFeatures(keras.Model):
@@ -44,13 +47,16 @@ class AlexNetFeatures(keras.Model):
     weight_set = "lpips_alex"
 
     def __init__(self, name="alexnet_features", **kwargs):
-        super().__init__(name=name, **kwargs)
+        super().__init__(name=name, dtype=F32, **kwargs)
         self.pads, self.convs, self.pools = [], [], []
         for i, (ch, k, s, p, pool) in enumerate(ALEXNET_PLAN):
-            self.pools.append(layers.MaxPooling2D(3, 2, name=f"pool{i}")
+            self.pools.append(layers.MaxPooling2D(3, 2, name=f"pool{i}",
+                                                  dtype=F32)
                               if pool else None)
-            self.pads.append(layers.ZeroPadding2D(p, name=f"pad{i + 1}"))
-            self.convs.append(layers.Conv2D(ch, k, s, name=f"conv{i + 1}"))
+            self.pads.append(layers.ZeroPadding2D(p, name=f"pad{i + 1}",
+                                                  dtype=F32))
+            self.convs.append(layers.Conv2D(ch, k, s, name=f"conv{i + 1}",
+                                            dtype=F32))
 
     def call(self, x):
         taps = []
@@ -91,18 +97,18 @@ class VGG16Features(keras.Model):
     weight_set = "lpips_vgg"
 
     def __init__(self, name="vgg16_features", **kwargs):
-        super().__init__(name=name, **kwargs)
+        super().__init__(name=name, dtype=F32, **kwargs)
         self.steps = []  # ("conv", layer) or ("pool", layer)
         self.convs = []
         block, index = 1, 1
         for item in VGG16_PLAN:
             if item == "M":
                 self.steps.append(("pool", layers.MaxPooling2D(
-                    2, 2, name=f"pool{block}")))
+                    2, 2, name=f"pool{block}", dtype=F32)))
                 block, index = block + 1, 1
             else:
                 conv = layers.Conv2D(item, 3, padding="same",
-                                     name=f"conv{block}_{index}")
+                                     name=f"conv{block}_{index}", dtype=F32)
                 self.convs.append(conv)
                 self.steps.append(("conv", conv))
                 index += 1

@@ -63,10 +63,13 @@ HEAD_CHANNELS = 1280
 FEATURE_STAGES = (1, 2, 4, 5)
 FEATURE_STRIDES = (4, 8, 16, 32)
 FEATURE_CHANNELS = (24, 40, 112, 192)
+# Every layer computes in float32 whatever the global dtype policy.
+F32 = "float32"
 
 
 def _bn(name):
-    return layers.BatchNormalization(epsilon=BN_EPSILON, name=name)
+    return layers.BatchNormalization(epsilon=BN_EPSILON, name=name,
+                                     dtype=F32)
 
 
 class MBConv(layers.Layer):
@@ -74,20 +77,20 @@ class MBConv(layers.Layer):
 
     def __init__(self, in_channels, out_channels, kernel, stride, expand,
                  **kwargs):
-        super().__init__(**kwargs)
+        super().__init__(dtype=F32, **kwargs)
         self.in_channels, self.out_channels = in_channels, out_channels
         self.stride, self.expand = stride, expand
         hidden = in_channels * expand
         if expand != 1:
             self.expand_conv = layers.Conv2D(hidden, 1, use_bias=False,
-                                             name="expand_conv")
+                                             name="expand_conv", dtype=F32)
             self.bn0 = _bn("bn0")
         self.depthwise_conv = layers.DepthwiseConv2D(
             kernel, stride, padding="same", use_bias=False,
-            name="depthwise_conv")
+            name="depthwise_conv", dtype=F32)
         self.bn1 = _bn("bn1")
         self.project_conv = layers.Conv2D(out_channels, 1, use_bias=False,
-                                          name="project_conv")
+                                          name="project_conv", dtype=F32)
         self.bn2 = _bn("bn2")
 
     def build(self, input_shape):
@@ -134,9 +137,9 @@ class EfficientNetLite0(keras.Model):
 
     def __init__(self, num_classes=NUM_CLASSES, name="efficientnet_lite0",
                  **kwargs):
-        super().__init__(name=name, **kwargs)
+        super().__init__(name=name, dtype=F32, **kwargs)
         self.stem = layers.Conv2D(STEM_CHANNELS, 3, 2, padding="same",
-                                  use_bias=False, name="conv_stem")
+                                  use_bias=False, name="conv_stem", dtype=F32)
         self.stem_bn = _bn("bn_stem")
         self.blocks, self.stage_ends = [], []
         channels = STEM_CHANNELS
@@ -148,10 +151,10 @@ class EfficientNetLite0(keras.Model):
                 channels = out
             self.stage_ends.append(len(self.blocks) - 1)
         self.head = layers.Conv2D(HEAD_CHANNELS, 1, use_bias=False,
-                                  name="conv_head")
+                                  name="conv_head", dtype=F32)
         self.head_bn = _bn("bn_head")
-        self.pool = layers.GlobalAveragePooling2D(name="pool")
-        self.fc = layers.Dense(num_classes, name="fc")
+        self.pool = layers.GlobalAveragePooling2D(name="pool", dtype=F32)
+        self.fc = layers.Dense(num_classes, name="fc", dtype=F32)
 
     def _normalise(self, images):
         return (keras.ops.cast(images, "float32") - MEAN_RGB) / STDDEV_RGB
