@@ -5,7 +5,8 @@ Subpackages mirror the method:
   networks/      G_x, G_k, G_n, G_q and D
   losses.py      adversarial loss, R1, diversity-sensitive and AC losses
   training/      the training loop, checkpoints, monitoring
-  metrics/       FID / KID
+  metrics/       FID / KID, LPIPS
+  pretrained/    offline ImageNet networks (AlexNet, VGG16, EfficientNet-Lite0)
   export.py      SavedModels for TF Serving
 """
 

