@@ -82,6 +82,11 @@ class TrainConfig:
                            "exposes JPEG artefacts ([choice], "
                            "docs/results.md; 20 in Experiment 1).",
                            lower=0.0)
+    d_block_grid: float = _f(0.0, "0 = NR-GAN's D; s > 0 also feeds D s "
+                             "times the luma jumps on and off the 8x8 JPEG "
+                             "block grid, which a convolutional D cannot "
+                             "locate by itself ([choice], docs/results.md, "
+                             "Experiment 3).", lower=0.0)
 
     fake_storage: bool = _f(False, "Every fake is stored as the reals "
                             "are: rounded to 8 bits (straight-through) and "

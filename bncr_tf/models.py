@@ -119,7 +119,8 @@ def build_discriminator(config):
     """Builds D for the config's resolution and width."""
     d = networks.Discriminator(resolution=config.resolution,
                                width=config.width,
-                               highpass=config.d_highpass, name="D")
+                               highpass=config.d_highpass,
+                               block_grid=config.d_block_grid, name="D")
     d.build((None, config.resolution, config.resolution, 3))
     return d
 

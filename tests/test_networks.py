@@ -246,6 +246,50 @@ def test_highpass_discriminator_matches_numpy():
         N.Discriminator(resolution=16, width=4, highpass=-1.0)
 
 
+def test_block_grid_discriminator_matches_numpy():
+    """block_grid=s: D scores concat(y, s * G(y)); G (luma jumps on and
+    off the 8x8 grid) is checked against loops over pixels, the rest
+    against the numpy D; a JPEG-like step at a block boundary lands in the
+    boundary map only."""
+    from bncr_tf.networks import discriminator as disc
+    y = _normal(2, 16, 16, 3, seed=5)
+    lum = y.astype(np.float64).mean(axis=-1)
+    ref = np.zeros((2, 16, 16, 4))
+    for b in range(2):
+        for i in range(16):
+            for j in range(16):
+                if j < 15:
+                    jump = abs(lum[b, i, j + 1] - lum[b, i, j])
+                    ref[b, i, j, 0 if j % 8 == 7 else 1] = jump
+                if i < 15:
+                    jump = abs(lum[b, i + 1, j] - lum[b, i, j])
+                    ref[b, i, j, 2 if i % 8 == 7 else 3] = jump
+    np.testing.assert_allclose(np.asarray(disc.block_grid_differences(y)),
+                               ref, atol=1e-6)
+    # Two flat 8x8 blocks side by side: one jump, on boundary column 7.
+    step = np.zeros((1, 16, 16, 3), np.float32)
+    step[:, :, 8:] = 0.5
+    g = np.asarray(disc.block_grid_differences(step))
+    np.testing.assert_allclose(g[0, :, 7, 0], 0.5, atol=1e-6)
+    assert np.abs(g[..., 1:]).max() == 0.0
+    assert np.abs(np.delete(g[..., 0], 7, axis=2)).max() == 0.0
+
+    d = N.Discriminator(resolution=16, width=4, block_grid=3.0)
+    logits = np.asarray(d(y))
+    h = np.concatenate([y.astype(np.float64), 3.0 * ref], axis=-1)
+    for block in d.blocks:
+        h = np_down_block(h, block)
+    expect = np_dense(relu(h).mean(axis=(1, 2)), d.head)[:, 0]
+    np.testing.assert_allclose(logits, expect, atol=1e-4)
+    both = N.Discriminator(resolution=16, width=4, highpass=2.0,
+                           block_grid=3.0)
+    assert both.input_channels == 3 + 3 + 4
+    clone = N.Discriminator.from_config(d.get_config())
+    assert clone.block_grid == 3.0 and clone.highpass == 0.0
+    with pytest.raises(ValueError, match="block_grid"):
+        N.Discriminator(resolution=16, width=4, block_grid=-1.0)
+
+
 # --- shapes, dtypes, ranges -------------------------------------------------
 
 @pytest.mark.parametrize("resolution,width,kernel_size", [

@@ -48,7 +48,7 @@ def probe(real_u8, fake_u8, args, label):
 
     keras.utils.set_random_seed(args.seed)
     D = Discriminator(resolution=args.resolution, width=args.width,
-                      highpass=args.d_highpass)
+                      highpass=args.d_highpass, block_grid=args.d_block_grid)
     D(tf.zeros([2, args.resolution, args.resolution, 3]))
     opt = keras.optimizers.Adam(args.lr, beta_1=0.0, beta_2=0.99)
     n_train = len(real_u8) - args.held_out
@@ -123,6 +123,8 @@ def main(argv=None):
     p.add_argument("--r1_weight", type=float, default=10.0)
     p.add_argument("--d_highpass", type=float, default=0.0,
                    help="High-pass input scale of D (0 = NR-GAN's D).")
+    p.add_argument("--d_block_grid", type=float, default=0.0,
+                   help="Block-grid input scale of D (0 = NR-GAN's D).")
     p.add_argument("--steps", type=int, default=1000)
     p.add_argument("--log_every", type=int, default=100)
     p.add_argument("--held_out", type=int, default=512,

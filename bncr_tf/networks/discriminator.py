@@ -24,6 +24,45 @@ def highpass_residual(y):
                               padding="same")
 
 
+JPEG_BLOCK = 8
+
+
+def block_grid_differences(y, block=JPEG_BLOCK):
+    """Neighbour differences of the luma, split at the JPEG block grid.
+
+    JPEG quantises each 8x8 block on its own, so compression raises the
+    jumps across block boundaries (columns/rows 8i - 1 -> 8i) relative to
+    the jumps inside blocks. A convolutional D with global pooling does
+    not know where the grid is; these four maps tell it:
+
+      |dx| on boundary columns, |dx| elsewhere,
+      |dy| on boundary rows,    |dy| elsewhere,
+
+    each zero where the other is not, with dx[.., j] = Y[.., j + 1] -
+    Y[.., j] (0 in the last column) and Y the channel mean. Global means
+    of the first and second map, in ratio, give the blockiness statistic
+    of docs/results.md, Experiment 3.
+
+    Args:
+      y: images [B, H, W, C].
+      block: the grid period (8 for JPEG).
+    Returns:
+      [B, H, W, 4] in y's dtype.
+    """
+    lum = ops.mean(y, axis=-1, keepdims=True)
+    dx = ops.abs(ops.pad(lum[:, :, 1:] - lum[:, :, :-1],
+                         [[0, 0], [0, 0], [0, 1], [0, 0]]))
+    dy = ops.abs(ops.pad(lum[:, 1:] - lum[:, :-1],
+                         [[0, 0], [0, 1], [0, 0], [0, 0]]))
+    h, w = y.shape[1], y.shape[2]
+    col = (np.arange(w) % block == block - 1).astype(np.float32)
+    row = (np.arange(h) % block == block - 1).astype(np.float32)
+    col = ops.cast(col.reshape(1, 1, w, 1), y.dtype)
+    row = ops.cast(row.reshape(1, h, 1, 1), y.dtype)
+    return ops.concatenate(
+        [dx * col, dx * (1 - col), dy * row, dy * (1 - row)], axis=-1)
+
+
 @keras.saving.register_keras_serializable(package="bncr_tf")
 class Discriminator(keras.Model):
     """D_y: image -> real/fake logit, NR-GAN's ResNet discriminator.
@@ -57,6 +96,12 @@ class Discriminator(keras.Model):
         [choice] outside the paper: it exposes JPEG blocking and ringing,
         which NR-GAN's D does not pick up in short runs
         (docs/results.md).
+      block_grid: 0 (NR-GAN's D) or a scale s > 0: D also sees s times
+        the four maps of `block_grid_differences` (luma jumps on and off
+        the 8x8 JPEG grid), four more inputs of the first block. A
+        [choice] outside the paper: a convolutional D with global pooling
+        cannot locate the grid, and at 32 px it does not separate clean
+        from JPEG-compressed patches (docs/results.md, Experiment 3).
       **kwargs: standard `keras.Model` arguments (name, dtype).
 
     Example:
@@ -66,7 +111,7 @@ class Discriminator(keras.Model):
 
     def __init__(self, resolution=32, width=128, channel_multipliers=None,
                  in_channels=3, residual_factor=L.RESIDUAL_FACTOR,
-                 highpass=0.0, **kwargs):
+                 highpass=0.0, block_grid=0.0, **kwargs):
         super().__init__(**kwargs)
         L.check_resolution(resolution, 16)
         self.resolution = resolution
@@ -79,6 +124,9 @@ class Discriminator(keras.Model):
         if highpass < 0:
             raise ValueError(f"highpass must be >= 0, got {highpass}")
         self.highpass = float(highpass)
+        if block_grid < 0:
+            raise ValueError(f"block_grid must be >= 0, got {block_grid}")
+        self.block_grid = float(block_grid)
         self.channels = L.stage_channels(resolution, width,
                                          self.channel_multipliers)
         policy = self.dtype_policy
@@ -99,11 +147,18 @@ class Discriminator(keras.Model):
         self.blocks = blocks
         self.head = L.dense(1, dtype=policy, name="head")
 
+    @property
+    def input_channels(self):
+        """Channels of the first block's input (the image and the
+        optional high-pass and block-grid maps)."""
+        return (self.in_channels * (2 if self.highpass else 1)
+                + (4 if self.block_grid else 0))
+
     def build(self, input_shape=None):
         if self.built:
             return
         r = self.resolution
-        shape = (None, r, r, self.in_channels * (2 if self.highpass else 1))
+        shape = (None, r, r, self.input_channels)
         for block in self.blocks:
             L.build_layer(block, shape)
             shape = block.compute_output_shape(shape)
@@ -118,10 +173,12 @@ class Discriminator(keras.Model):
         Returns:
           logits [B] float32 (float64 under a float64 policy).
         """
-        h = y
+        parts = [y]
         if self.highpass:
-            h = ops.concatenate(
-                [y, self.highpass * highpass_residual(y)], axis=-1)
+            parts.append(self.highpass * highpass_residual(y))
+        if self.block_grid:
+            parts.append(self.block_grid * block_grid_differences(y))
+        h = parts[0] if len(parts) == 1 else ops.concatenate(parts, axis=-1)
         for block in self.blocks:
             h = block(h)
         h = ops.mean(ops.relu(h), axis=(1, 2))
@@ -134,5 +191,6 @@ class Discriminator(keras.Model):
             resolution=self.resolution, width=self.width,
             channel_multipliers=self.channel_multipliers,
             in_channels=self.in_channels,
-            residual_factor=self.residual_factor, highpass=self.highpass)
+            residual_factor=self.residual_factor, highpass=self.highpass,
+            block_grid=self.block_grid)
         return config
