@@ -114,6 +114,34 @@ def test_jpeg_probe_tool_tiny(tmp_path, capsys):
     assert "--q_fake=true" in capsys.readouterr().err
 
 
+def test_setting_probe_tool_tiny(tmp_path, capsys):
+    """tools/probe_setting_discriminator.py: one fresh D per fake setting,
+    a curve per --log_every steps and a held-out accuracy; the two sides
+    are the builder's degradations of the same patches; one-line errors
+    for bad settings and held-out sizes."""
+    tool = _tool("probe_setting_discriminator")
+    out = tmp_path / "probe.json"
+    base = ["--steps=2", "--log_every=1", "--width=8", "--batch=8",
+            "--data=builtin:skimage_patches:count=64", "--held_out=16",
+            f"--out={out}"]
+    assert tool.main(base + ["--fake_settings=noise,H", "--d_highpass=5",
+                             "--d_block_grid=5", "--r1_weight=0"]) == 0
+    result = json.loads(out.read_text())
+    assert set(result["curves"]) == {"noise", "H"}
+    for name, curve in result["curves"].items():
+        assert [p["step"] for p in curve] == [1, 2]
+        assert all(0.0 <= p["accuracy"] <= 1.0 for p in curve)
+        # 16 + 16 held-out images: accuracy on a grid of 1/32.
+        acc = result["held_out_accuracy"][name]
+        assert 0.0 <= acc <= 1.0 and float(acc * 32).is_integer()
+    assert result["args"]["d_block_grid"] == 5.0
+    capsys.readouterr()
+    assert tool.main(base + ["--fake_settings=B,nosuch"]) == 2
+    assert "nosuch" in capsys.readouterr().err
+    assert tool.main(base + ["--held_out=64"]) == 2
+    assert "--held_out" in capsys.readouterr().err
+
+
 def test_comparison_runs_and_table():
     tool = _tool("run_fmnist_comparison")
     assert tool.parse_runs("N:gan:0,D:brgan:1") == [("N", "gan", 0),
