@@ -275,6 +275,13 @@ def test_full_identification_verdicts_on_known_numbers():
                q=np.full(4, 90.0))
     rows = tool.stage_rows("A", bad, None, noise_n_true=0.02)
     assert not any(r["passes"] for r in rows.values()), rows
+    # A small mean per-tap mask does not make a blurring kernel "off".
+    blurry = np.full([4, 7, 7], 1.0 / 49)
+    rows = tool.stage_rows("A", dict(off, kernel=blurry,
+                                     entropy=np.full(4, np.log(49.0)),
+                                     m_k=np.full(4, 0.05)),
+                           None, noise_n_true=0.02)
+    assert not rows["blur"]["passes"]
     # Present stages (H: JPEG only, q in [60, 80], every image).
     true = {"q": np.array([60.0, 70.0, 80.0, 70.0])}
     learned = dict(off, q=np.array([65.0, 70.0, 20.0, 76.0]),

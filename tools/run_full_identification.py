@@ -26,8 +26,10 @@ Then every stage of every run is compared with the truth (regenerated with
                   within +-0.25 of the true share;
                   noise: std averaged over grey levels 0.05..0.95 within
                   +-25 %.
-  absent stage    blur: mean m_k <= 0.1, or kernels within 0.1 nat of a
-                  centred identity (entropy <= 0.1, centre tap >= 0.9);
+  absent stage    blur: the composed kernels (mask included) within
+                  0.1 nat of a centred identity (entropy <= 0.1, centre
+                  tap >= 0.9); m_k is a per-tap mask, so its mean alone
+                  does not say the blur is off;
                   JPEG: mean m_q <= 0.1, or mean q >= 95;
                   noise: mean std <= 1/4 of setting N's true std.
 
@@ -58,7 +60,7 @@ ENTROPY_TOLERANCE = 0.25     # relative
 Q_TOLERANCE = 7.0            # quality units
 SHARE_TOLERANCE = 0.25       # share of compressed fakes
 NOISE_TOLERANCE = 0.25       # relative
-OFF_MASK = 0.1               # m_k, m_q at or below: the stage is off
+OFF_MASK = 0.1               # m_q at or below: JPEG is off
 OFF_ENTROPY = 0.1            # nats: a (near) identity kernel
 OFF_CENTRE = 0.9             # weight of the centre tap of an identity
 OFF_Q = 95.0                 # mean q at or above: effectively lossless
@@ -176,10 +178,14 @@ def stage_rows(setting_name, learned, true, noise_n_true):
                            passes=abs(ent - t) <= ENTROPY_TOLERANCE * t,
                            tolerance=f"+-{ENTROPY_TOLERANCE:.0%}")
             else:
+                # Only the composed kernels count: m_k is a per-tap mask,
+                # and a small mean m_k can still move the centre tap and
+                # leave a blurring kernel (m_k 0.08 with entropy 1.98 nats
+                # in session 8); m_k -> 0 on every tap gives the identity,
+                # which this check accepts.
                 row.update(true=0.0, passes=bool(
-                    m_k <= OFF_MASK or (ent <= OFF_ENTROPY
-                                        and centre >= OFF_CENTRE)),
-                    tolerance=f"m_k <= {OFF_MASK} or identity")
+                    ent <= OFF_ENTROPY and centre >= OFF_CENTRE),
+                    tolerance="centred identity kernels")
         elif stage == "jpeg":
             q, m_q = learned["q"], learned["m_q"]
             compressed = m_q >= COMPRESSED_MASK
