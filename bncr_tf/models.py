@@ -149,6 +149,15 @@ def build_discriminator(config):
     return d
 
 
+def build_restorer(config, name="G"):
+    """The restorer G of a restoration run (--variant=unir), built; its
+    width is --width (UNIR's ngf)."""
+    from bncr_tf.networks import restorer
+    g = restorer.Restorer(ngf=config.width, name=name)
+    g.build()
+    return g
+
+
 def checkpoint_variables(model):
     """{variable path: variable} of every weight of `model`.
 

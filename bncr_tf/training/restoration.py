@@ -27,19 +27,11 @@ import tensorflow as tf
 from bncr_tf import losses
 from bncr_tf import measurement as measurement_lib
 from bncr_tf import models as models_lib
-from bncr_tf.networks import restorer as restorer_lib
 from bncr_tf.training import grids
 
 
 def _seed_pair(seed, salt):
     return tf.random.experimental.stateless_fold_in(seed, salt)
-
-
-def build_restorer(config, name="G"):
-    """The restorer of a restoration run's config, built."""
-    g = restorer_lib.Restorer(ngf=config.width, name=name)
-    g.build()
-    return g
 
 
 class RestorationTrainer:
@@ -60,7 +52,7 @@ class RestorationTrainer:
         self.replicas = strategy.num_replicas_in_sync
         keras.utils.set_random_seed(config.seed)
         self.F = measurement_lib.build_measurement(config)
-        self.G = build_restorer(config)
+        self.G = models_lib.build_restorer(config)
         self.D = models_lib.build_discriminator(config)
         self.restorer = self.G
         self.opt_g = self._optimizer("opt_G", config.lr)
