@@ -339,3 +339,107 @@ def test_warmup_records_of_the_restore_export_parse(unir_run):
             assert shape == (export.WARMUP_BATCH, export.WARMUP_SIZE,
                              export.WARMUP_SIZE, 3)
     assert sorted(keys) == ["from_float", "serving_default"]
+
+
+# --- Restore CLI --------------------------------------------------------------
+
+def _png_depth(data):
+    return data[24]
+
+
+def test_restore_cli_handles_every_kind_of_file(unir_run, tmp_path):
+    rng = np.random.default_rng(0)
+    src = tmp_path / "in"
+    src.mkdir()
+    rgb = rng.integers(0, 256, (20, 30, 3)).astype(np.uint8)
+    rgba = rng.integers(0, 256, (8, 9, 4)).astype(np.uint8)
+    grey = rng.integers(0, 256, (10, 12, 1)).astype(np.uint8)
+    deep = rng.integers(0, 65536, (7, 5, 3)).astype(np.uint16)
+    files = {
+        "rgb.png": tf.io.encode_png(rgb).numpy(),
+        "photo.JPG": tf.io.encode_jpeg(rgb[:17]).numpy(),
+        "grey.png": tf.io.encode_png(grey).numpy(),
+        "rgba.png": tf.io.encode_png(rgba).numpy(),
+        "deep.png": tf.io.encode_png(deep).numpy(),
+        "empty.png": b"",
+        "corrupt.jpg": b"\xff\xd8\xff" + b"garbage" * 10,
+        "text.png": b"not an image",
+        "notes.txt": b"ignored",
+    }
+    for name, data in files.items():
+        (src / name).write_bytes(data)
+    before = {p.name: p.read_bytes() for p in src.iterdir()}
+    out = tmp_path / "out"
+    run = subprocess.run(
+        [sys.executable, "-m", "bncr_tf.restore", f"--model={unir_run}",
+         f"--input={src}", f"--output={out}"],
+        capture_output=True, text=True, env=ENV)
+    assert run.returncode == 1, run.stderr
+    assert "restored 5, skipped 3, ignored 1" in run.stdout
+    for name, why in (("empty.png", "empty file"),
+                      ("corrupt.jpg", "corrupt or truncated JPEG"),
+                      ("text.png", "not PNG or JPEG")):
+        assert f"{name}: skipped: {why}" in run.stderr, run.stderr
+    assert sorted(os.listdir(out)) == sorted(
+        ["rgb.png", "photo.JPG", "grey.png", "rgba.png", "deep.png"])
+    # The input folder is untouched.
+    assert {p.name: p.read_bytes() for p in src.iterdir()} == before
+
+    _, g, _ = runs.load_restorer(unir_run)
+
+    def restored(x):
+        return np.clip(g(x[None], training=False).numpy()[0], -1, 1)
+
+    got = tf.io.decode_png((out / "rgb.png").read_bytes()).numpy()
+    want = np.round((restored(rgb / 127.5 - 1.0) + 1) * 127.5)
+    assert np.abs(got.astype(int) - want).max() <= 1
+    assert (out / "photo.JPG").read_bytes()[:3] == b"\xff\xd8\xff"
+    assert tf.io.decode_jpeg((out / "photo.JPG").read_bytes()).shape == (
+        17, 30, 3)
+    g_out = tf.io.decode_png((out / "grey.png").read_bytes()).numpy()
+    assert g_out.shape == (10, 12, 1)
+    a_out = tf.io.decode_png((out / "rgba.png").read_bytes()).numpy()
+    assert a_out.shape == (8, 9, 4)
+    np.testing.assert_array_equal(a_out[..., 3], rgba[..., 3])
+    want = np.round((restored(rgba[..., :3] / 127.5 - 1.0) + 1) * 127.5)
+    assert np.abs(a_out[..., :3].astype(int) - want).max() <= 1
+    d_bytes = (out / "deep.png").read_bytes()
+    assert _png_depth(d_bytes) == 16
+    d_out = tf.io.decode_png(d_bytes, dtype=tf.uint16).numpy()
+    want = np.round((restored(deep / 65535.0 * 2 - 1) + 1) / 2 * 65535)
+    assert np.abs(d_out.astype(int) - want).max() <= 1
+
+    # Never into the input folder; an existing output is not replaced.
+    inside = subprocess.run(
+        [sys.executable, "-m", "bncr_tf.restore",
+         f"--model={unir_run}/export/restore", f"--input={src}",
+         f"--output={src}/sub"], capture_output=True, text=True, env=ENV)
+    assert inside.returncode == 2
+    assert inside.stderr.strip().splitlines()[-1].startswith("error: ")
+    assert not (src / "sub").exists()
+
+
+def test_restore_cli_export_and_run_agree_and_existing_files_are_kept(
+        unir_run, tmp_path):
+    from bncr_tf import restore as restore_cli
+    src = tmp_path / "in"
+    src.mkdir()
+    img = np.random.default_rng(1).integers(0, 256, (21, 13, 3)).astype(
+        np.uint8)
+    (src / "a.png").write_bytes(tf.io.encode_png(img).numpy())
+    outs = []
+    for i, model in enumerate((unir_run, os.path.join(
+            unir_run, "export", "restore"))):
+        out = tmp_path / f"out{i}"
+        done, skipped, _ = restore_cli.restore_folder(
+            model, str(src), str(out), out=open(os.devnull, "w"),
+            err=open(os.devnull, "w"))
+        assert (done, skipped) == (1, [])
+        outs.append(tf.io.decode_png((out / "a.png").read_bytes()).numpy())
+    assert np.abs(outs[0].astype(int) - outs[1]).max() <= 1
+    done, skipped, _ = restore_cli.restore_folder(
+        unir_run, str(src), str(tmp_path / "out0"),
+        out=open(os.devnull, "w"), err=open(os.devnull, "w"))
+    assert done == 0 and "overwrite" in skipped[0][1]
+    with pytest.raises(UserError, match="inside"):
+        restore_cli.check_folders(str(src), str(src / "x" / ".."))
