@@ -443,3 +443,57 @@ def test_restore_cli_export_and_run_agree_and_existing_files_are_kept(
     assert done == 0 and "overwrite" in skipped[0][1]
     with pytest.raises(UserError, match="inside"):
         restore_cli.check_folders(str(src), str(src / "x" / ".."))
+
+
+# --- Evaluation ---------------------------------------------------------------
+
+def test_restoration_fid_and_the_lpips_hook(unir_run, tmp_path, monkeypatch):
+    import types
+    from bncr_tf import data
+    from bncr_tf.degradations import builder
+    from bncr_tf.metrics import features
+    from bncr_tf.metrics import fid as fid_lib
+    from bncr_tf.metrics import restoration as restoration_metrics
+    # The hook: a stand-in bncr_tf.metrics.lpips (per-image mean |a - b|).
+    fake = types.ModuleType("bncr_tf.metrics.lpips")
+    fake.lpips = lambda a, b: np.abs(
+        a.astype(np.float64) - b).mean(axis=(1, 2, 3))
+    monkeypatch.setitem(sys.modules, "bncr_tf.metrics.lpips", fake)
+    extractor = features.make_extractor("random_conv", seed=0)
+    records = restoration_metrics.evaluate_restoration(
+        unir_run, extractor=extractor, test_limit=40, test_setting="N",
+        metrics=("fid", "lpips"), seed=5, cache=str(tmp_path),
+        metrics_dir=str(tmp_path), progress=False, log=lambda *_: None)
+    by = {r["metric"]: r for r in records}
+    assert set(by) == {"restore_fid40", "restore_lpips40"}
+    # Independent reference: clean test patches (data_seed + 1000), the
+    # builder's degradation, the restorer, features and FID by hand.
+    clean, _ = data.load_clean_uint8("builtin:skimage_patches", 32,
+                                     limit=40, seed=1000)
+    degraded, _ = builder.degrade_chunk(
+        __import__("bncr_tf.degradations.settings",
+                   fromlist=["x"]).get_setting("N"), clean, 0, 40, 5)
+    _, g, _ = runs.load_restorer(unir_run)
+    x = np.clip(g(degraded / 127.5 - 1.0, training=False).numpy(), -1, 1)
+    restored = np.clip(np.round((x + 1) * 127.5), 0, 255).astype(np.uint8)
+
+    def fid(a, b):
+        fa, fb = (np.asarray(extractor(i), np.float64) for i in (a, b))
+        return fid_lib.frechet_distance(fa.mean(0), np.cov(fa, rowvar=False),
+                                        fb.mean(0), np.cov(fb, rowvar=False))
+
+    np.testing.assert_allclose(by["restore_fid40"]["value"],
+                               fid(restored, clean), rtol=1e-3)
+    np.testing.assert_allclose(by["restore_fid40"]["degraded_value"],
+                               fid(degraded, clean), rtol=1e-3)
+    np.testing.assert_allclose(
+        by["restore_lpips40"]["value"],
+        np.abs(restored.astype(float) - clean).mean(), rtol=1e-6)
+    assert by["restore_lpips40"]["test_setting"] == "N"
+    assert os.path.isfile(tmp_path / "metric-restore_fid40.jsonl")
+    monkeypatch.delitem(sys.modules, "bncr_tf.metrics.lpips")
+    monkeypatch.setattr(restoration_metrics, "LPIPS_MODULE",
+                        "bncr_tf.metrics.no_such_module")
+    with pytest.raises(UserError, match="lpips"):
+        restoration_metrics.evaluate_restoration(
+            unir_run, metrics=("lpips",), test_limit=4, log=lambda *_: None)
