@@ -490,6 +490,9 @@ def test_restoration_fid_and_the_lpips_hook(unir_run, tmp_path, monkeypatch):
         by["restore_lpips40"]["value"],
         np.abs(restored.astype(float) - clean).mean(), rtol=1e-6)
     assert by["restore_lpips40"]["test_setting"] == "N"
+    mse = np.mean((restored.astype(float) - clean) ** 2, axis=(1, 2, 3))
+    np.testing.assert_allclose(by["restore_fid40"]["psnr_db"], np.mean(
+        10 * np.log10(255.0 ** 2 / mse)), rtol=1e-9)
     assert os.path.isfile(tmp_path / "metric-restore_fid40.jsonl")
     monkeypatch.delitem(sys.modules, "bncr_tf.metrics.lpips")
     monkeypatch.setattr(restoration_metrics, "LPIPS_MODULE",

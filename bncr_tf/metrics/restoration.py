@@ -11,7 +11,8 @@ Images enter the restorer as the restore export feeds them (u8 / 127.5 -
 clipped), so a run and its export score the same. Each call appends one
 record to `<run dir>/metric-restore_<metric><n>.jsonl` holding the score of
 the restored images ("value") and, as the baseline, of the degraded inputs
-("degraded_value").
+("degraded_value"), and the mean PSNR of both against the clean images
+("psnr_db", "degraded_psnr_db"; dB, peak 255).
 
 LPIPS: `lpips_distances` is the one hook. It needs `bncr_tf.metrics.lpips`
 (added on another branch), whose `lpips(a, b)` takes two uint8 batches
@@ -169,6 +170,7 @@ def evaluate_restoration(run_dir, extractor=None, make_extractor=None,
         for m in feature_metrics:
             results[m] = (scores[0][m], scores[1][m])
     out_dir = metrics_dir or run_dir
+    psnr = (psnr_db(restored, clean), psnr_db(degraded, clean))
     records = []
     for m in metrics:
         name = f"restore_{m}{_count(len(clean))}"
@@ -178,6 +180,7 @@ def evaluate_restoration(run_dir, extractor=None, make_extractor=None,
                 path), "checkpoint": path, "test_set": spec,
             "test_seed": spec_seed, "test_setting": setting.name,
             "degradation_seed": seed, "num_images": len(clean),
+            "psnr_db": psnr[0], "degraded_psnr_db": psnr[1],
             "measurement": config.degradation_from or
             f"true degradation of {config.ambient_setting or config.setting}"}
         if m != "lpips":
@@ -185,9 +188,17 @@ def evaluate_restoration(run_dir, extractor=None, make_extractor=None,
         file = evaluation.append_metric(out_dir, name, record)
         records.append(record)
         log(f"{name} {record['value']:.6g} (degraded input "
-            f"{record['degraded_value']:.6g})  setting {setting.name}  "
+            f"{record['degraded_value']:.6g}; PSNR {psnr[0]:.2f} dB, "
+            f"degraded {psnr[1]:.2f} dB)  setting {setting.name}  "
             f"{os.path.basename(path)}  -> {file}")
     return records
+
+
+def psnr_db(a, b):
+    """Mean over images of the PSNR (dB, peak 255) of uint8 batches."""
+    err = np.mean((a.astype(np.float64) - b) ** 2, axis=(1, 2, 3))
+    return float(np.mean(10.0 * np.log10(255.0 ** 2 / np.maximum(err,
+                                                                 1e-10))))
 
 
 def _count(n):
