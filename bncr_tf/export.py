@@ -737,6 +737,18 @@ def export_from_run(run_dir=None, checkpoint=None, export_root=None,
         run_dir = os.path.dirname(os.path.dirname(
             os.path.abspath(str(checkpoint))))
     config = runs.load_config(run_dir)
+    if variants_lib.is_restoration(config.variant):
+        if models and list(models) != [RESTORE_MODEL]:
+            raise UserError(f"a {config.variant} run has only the "
+                            f"{RESTORE_MODEL} model")
+        _, restorer, path = runs.load_restorer(run_dir, checkpoint, warn)
+        info = {"run_dir": os.path.abspath(run_dir),
+                "checkpoint": os.path.abspath(path), "ema": False,
+                "setting": config.setting, "variant": config.variant,
+                "step": runs.checkpoint_step(path),
+                "degradation_from": config.degradation_from}
+        return [export_restorer(
+            restorer, export_root or os.path.join(run_dir, "export"), info)]
     gens = runs.build_generators(config, ema=True)
     # The names are checked before any checkpoint is read.
     _check_model_names(gens, models)

@@ -500,3 +500,11 @@ def test_restoration_fid_and_the_lpips_hook(unir_run, tmp_path, monkeypatch):
     with pytest.raises(UserError, match="lpips"):
         restoration_metrics.evaluate_restoration(
             unir_run, metrics=("lpips",), test_limit=4, log=lambda *_: None)
+
+
+def test_export_from_run_exports_a_restoration_run(unir_run, tmp_path):
+    paths = export.export_from_run(unir_run, export_root=str(tmp_path))
+    assert paths == [str(tmp_path / "restore" / "1")]
+    with pytest.raises(UserError, match="only the restore model"):
+        export.export_from_run(unir_run, export_root=str(tmp_path),
+                               models=["generator"])
