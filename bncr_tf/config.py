@@ -51,7 +51,18 @@ class TrainConfig:
                                    "which patches builtin sources cut).")
 
     # Model.
-    variant: str = _f("bncrgan", "Model variant (bncr_tf.variants).")
+    variant: str = _f("bncrgan", "Model variant (bncr_tf.variants), or a "
+                      "restoration model: unir (docs/restoration.md).")
+    degradation_from: str = _f("", "unir: a BNCR-GAN family run directory "
+                               "whose frozen EMA G_k, G_n, G_q (with masks "
+                               "and psi^g) are the measurement F "
+                               "(BNCR-GAN+UNIR); '' = the true degradation "
+                               "of --ambient_setting or --setting "
+                               "(UNIR-dagger).")
+    measurement_weight: float = _f(2.0, "unir: weight of the measurement "
+                                   "reconstruction loss ||F(G(y_hat), "
+                                   "theta) - y_hat||^2 (UNIR: 2).",
+                                   lower=0.0)
     width: int = _f(128, "Channels of G_x, G_n and D (128 = NR-GAN).",
                     lower=1)
     z_dim: int = _f(128, "Size of each latent z_x, z_k, z_n, z_q.",
@@ -146,7 +157,8 @@ class TrainConfig:
                         "of docs/results.md, Experiment 3).")
     iterations: int = _f(200_000, "Training iterations (one D and one G "
                          "step each).", lower=1)
-    lr: float = _f(2e-4, "Adam learning rate of all networks.", lower=0.0)
+    lr: float = _f(2e-4, "Adam learning rate of all networks (unir: 1e-4 "
+                   "unless given; docs/restoration.md).", lower=0.0)
     beta1: float = _f(0.0, "Adam beta1.", lower=0.0)
     beta2: float = _f(0.99, "Adam beta2.", lower=0.0)
     d_batch: int = _f(64, "Global D batch (real and fake images).",
@@ -277,6 +289,10 @@ class TrainConfig:
         self.validate()
         from bncr_tf import variants
         from bncr_tf.degradations import settings
+        if variants.is_restoration(self.variant):
+            return self._validate_restoration()
+        if self.degradation_from:
+            raise UserError("--degradation_from is for --variant=unir")
         try:
             variants.get_variant(self.variant)
             for name in (self.setting, self.ambient_setting):
@@ -294,4 +310,35 @@ class TrainConfig:
             raise UserError(
                 f"--noise_prior must be one of "
                 f"{', '.join(variants.NOISE_PRIORS)}, got {self.noise_prior!r}")
+        return self
+
+    def _validate_restoration(self):
+        """Cross-field checks of a restoration model (--variant=unir)."""
+        from bncr_tf.degradations import settings
+        try:
+            for name in (self.setting, self.ambient_setting):
+                if name:
+                    settings.get_setting(name)
+        except ValueError as e:
+            raise UserError(str(e)) from None
+        for name in ("clean_reference", "init_from"):
+            if getattr(self, name):
+                raise UserError(f"--{name} is not available for "
+                                f"--variant={self.variant}")
+        if self.fid_every:
+            raise UserError(
+                f"--fid_every is not available for --variant="
+                f"{self.variant}; score a restoration run with python -m "
+                f"bncr_tf.evaluate --run_dir=... (docs/restoration.md)")
+        if self.mixed_precision != "none":
+            raise UserError(f"--variant={self.variant} trains in float32 "
+                            f"only (--mixed_precision=none)")
+        if not self.degradation_from:
+            true = settings.get_setting(self.ambient_setting or self.setting)
+            if true.is_clean:
+                raise UserError(
+                    f"--variant={self.variant} needs a measurement F: the "
+                    f"true degradation of a degraded --setting (or "
+                    f"--ambient_setting), or --degradation_from=<BNCR-GAN "
+                    f"run dir>; setting {true.name} is clean")
         return self

@@ -39,7 +39,8 @@ def define_flags():
                     "(score every kept checkpoint and report the best) or "
                     "a checkpoint path.")
     # Protocol.
-    d.DEFINE_string("metric", "fid", "Comma-separated metrics: fid, kid.")
+    d.DEFINE_string("metric", "fid", "Comma-separated metrics: fid, kid "
+                    "(and lpips for restoration runs).")
     d.DEFINE_integer("num_samples", 10000, "Generated images per score.",
                      lower_bound=2)
     d.DEFINE_integer("seed", 0, "Image i is generated from seed + i (the "
@@ -89,7 +90,24 @@ def define_flags():
                   "statistics (--nocache_reference recomputes them).")
     d.DEFINE_string("metrics_dir", "", "Where metric-*.jsonl are appended "
                     "('' = the run directory).")
+    d.DEFINE_string("test_setting", "", "Restoration runs: degradation of "
+                    "the held-out test images ('' = the run's --setting; the "
+                    "paper uses N).")
     d.DEFINE_bool("verbose", False, cli.VERBOSE_HELP)
+
+
+def _restoration_run(run_dir):
+    """True when --run_dir is a restoration run (--variant=unir)."""
+    import json
+    import os
+    path = os.path.join(run_dir, "config.json")
+    try:
+        with open(path, encoding="utf-8") as f:
+            variant = json.load(f).get("variant", "")
+    except (OSError, ValueError, AttributeError):
+        return False
+    from bncr_tf import variants
+    return variants.is_restoration(variant)
 
 def main(argv):
     """Scores; exit 0, or 2 with one `error:` line (see bncr_tf.cli).
@@ -101,6 +119,8 @@ def main(argv):
     """
     del argv
     metrics = tuple(m.strip() for m in FLAGS.metric.split(",") if m.strip())
+    if FLAGS.run_dir and _restoration_run(FLAGS.run_dir):
+        return _evaluate_restoration(metrics)
     if not metrics or set(metrics) - {"fid", "kid"}:
         raise UserError(f"--metric must list fid and/or kid, got "
                         f"{FLAGS.metric!r}")
@@ -129,6 +149,35 @@ def main(argv):
         use_cache=FLAGS.cache_reference, kid_subsets=FLAGS.kid_subsets,
         kid_subset_size=FLAGS.kid_subset_size,
         metrics_dir=FLAGS.metrics_dir or None)
+    return 0
+
+
+def _evaluate_restoration(metrics):
+    """Restoration runs: restore a degraded held-out set, score it against
+    the clean one (bncr_tf.metrics.restoration, docs/restoration.md).
+    --reference is the clean test set, --reference_limit (or
+    --num_samples) its size, --seed the seed of its degradation."""
+    cli.import_tensorflow()
+    from bncr_tf.metrics import features
+    from bncr_tf.metrics import restoration
+
+    def make_extractor():
+        return features.make_extractor(
+            FLAGS.extractor, inception_path=FLAGS.inception_path,
+            keras_weights=FLAGS.keras_weights, cache=FLAGS.cache_dir,
+            allow_download=FLAGS.download, batch_size=FLAGS.batch,
+            classifier_path=FLAGS.classifier_path)
+
+    restoration.evaluate_restoration(
+        FLAGS.run_dir, make_extractor=make_extractor,
+        checkpoint=FLAGS.checkpoint, test_spec=FLAGS.reference or None,
+        test_limit=FLAGS.reference_limit or FLAGS.num_samples,
+        test_seed=FLAGS.reference_seed,
+        test_setting=FLAGS.test_setting or None, metrics=metrics,
+        seed=FLAGS.seed, batch_size=FLAGS.batch, cache=FLAGS.cache_dir,
+        use_cache=FLAGS.cache_reference, kid_subsets=FLAGS.kid_subsets,
+        kid_subset_size=FLAGS.kid_subset_size,
+        metrics_dir=FLAGS.metrics_dir or None, warn=cli.warning)
     return 0
 
 

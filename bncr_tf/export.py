@@ -72,6 +72,7 @@ DEFAULT_SIGNATURE = "serving_default"
 WARMUP_FILE = "tf_serving_warmup_requests"
 INFO_FILE = "bncr_export.json"
 WARMUP_BATCH = 2
+WARMUP_SIZE = 32  # H and W of warm-up images of the restore export
 # Second word of the stateless seed [s, DEGRADE_SALT] of degrade and noise.
 DEGRADE_SALT = 7
 
@@ -145,10 +146,24 @@ def _check_inputs(model, key, specs, tensors):
             checks.append(tf.debugging.assert_all_finite(
                 tensors[name], message=f"{expected}; input {name!r} holds "
                 f"NaN or Inf"))
-        if static.rank:
+        if static.rank and static.is_fully_defined():
             checks.append(tf.debugging.assert_equal(
                 shape[1:], tf.constant(static.as_list(), tf.int64),
                 message=f"{expected}; input {name!r} has the wrong shape"))
+        elif static.rank:
+            # Free dimensions (the restorer's H and W): the rank, the known
+            # dimensions and at least one element per free dimension.
+            wrong = f"{expected}; input {name!r} has the wrong shape"
+            checks.append(tf.debugging.assert_equal(
+                tf.size(shape), tf.constant(static.rank + 1, tf.int32),
+                message=wrong))
+            with tf.control_dependencies(checks[-1:]):
+                dims = tf.identity(shape[1:])
+            for i, d in enumerate(static.as_list()):
+                checks.append(tf.debugging.assert_equal(
+                    dims[i], tf.constant(d or 0, tf.int64), message=wrong)
+                    if d is not None else tf.debugging.assert_positive(
+                        dims[i], message=wrong))
         if batch is None:
             batch = shape[0]
         else:
@@ -488,9 +503,13 @@ def warmup_inputs(specs, batch=WARMUP_BATCH):
     rng = np.random.default_rng(0)
     out = {}
     for name, spec in sorted(specs.items()):
-        shape = [batch] + spec.shape.as_list()[1:]
+        # Free dimensions (the restorer's H, W) get WARMUP_SIZE.
+        shape = [batch] + [WARMUP_SIZE if d is None else d
+                           for d in spec.shape.as_list()[1:]]
         if spec.dtype == tf.float32:
             out[name] = rng.standard_normal(shape).astype(np.float32)
+            if name == "image_float":  # images in [-1, 1]
+                out[name] = np.tanh(out[name])
         elif spec.dtype == tf.uint8:
             out[name] = rng.integers(0, 256, shape).astype(np.uint8)
         elif spec.dtype == tf.int64:
@@ -718,6 +737,18 @@ def export_from_run(run_dir=None, checkpoint=None, export_root=None,
         run_dir = os.path.dirname(os.path.dirname(
             os.path.abspath(str(checkpoint))))
     config = runs.load_config(run_dir)
+    if variants_lib.is_restoration(config.variant):
+        if models and list(models) != [RESTORE_MODEL]:
+            raise UserError(f"a {config.variant} run has only the "
+                            f"{RESTORE_MODEL} model")
+        _, restorer, path = runs.load_restorer(run_dir, checkpoint, warn)
+        info = {"run_dir": os.path.abspath(run_dir),
+                "checkpoint": os.path.abspath(path), "ema": False,
+                "setting": config.setting, "variant": config.variant,
+                "step": runs.checkpoint_step(path),
+                "degradation_from": config.degradation_from}
+        return [export_restorer(
+            restorer, export_root or os.path.join(run_dir, "export"), info)]
     gens = runs.build_generators(config, ema=True)
     # The names are checked before any checkpoint is read.
     _check_model_names(gens, models)
@@ -731,11 +762,108 @@ def export_from_run(run_dir=None, checkpoint=None, export_root=None,
                              models=models, info=info)
 
 
+
+
+# === Restore export (restoration runs, docs/serving.md) ===
+
+RESTORE_MODEL = "restore"
+
+
+def restore_specs():
+    """Input specs of the restore signatures: any batch, height and width."""
+    return {
+        "image": tf.TensorSpec([None, None, None, 3], tf.uint8,
+                               name="image"),
+        "image_float": tf.TensorSpec([None, None, None, 3], tf.float32,
+                                     name="image_float"),
+    }
+
+
+class _RestoreEndpoints:
+    """serving_default: image uint8 [N, H, W, 3] -> image (uint8),
+    image_float (float32 in [-1, 1]); from_float: image_float float32
+    [N, H, W, 3] in [-1, 1] -> the same outputs. Batch norm runs with its
+    moving statistics, so each row is restored independently of the
+    others. Outputs are clipped to [-1, 1]."""
+
+    def __init__(self, restorer):
+        self.restorer = restorer
+        self.specs = restore_specs()
+
+    def _restore(self, x):
+        x_hat = tf.clip_by_value(_f32(self.restorer(x, training=False)),
+                                 -1.0, 1.0)
+        return {"image": _to_uint8(x_hat), "image_float": x_hat}
+
+    def restore(self, image):
+        t = _check_inputs(RESTORE_MODEL, DEFAULT_SIGNATURE,
+                          {"image": self.specs["image"]}, {"image": image})
+        return self._restore(_from_uint8(t["image"]))
+
+    def restore_float(self, image_float):
+        spec = {"image_float": self.specs["image_float"]}
+        t = _check_inputs(RESTORE_MODEL, "from_float", spec,
+                          {"image_float": image_float})
+        return self._restore(t["image_float"])
+
+
+def plan_restore(restorer):
+    """The `ModelPlan` of the restore export of a restorer network."""
+    ep = _RestoreEndpoints(restorer)
+    s = ep.specs
+    return ModelPlan(RESTORE_MODEL, (restorer,), (
+        Endpoint(DEFAULT_SIGNATURE, ep.restore, {"image": s["image"]}),
+        Endpoint("from_float", ep.restore_float,
+                 {"image_float": s["image_float"]})))
+
+
+def export_restorer(restorer, export_root, info=None):
+    """Writes `<export_root>/restore/<version>/` for a restorer network.
+
+    Returns:
+      The written version directory.
+    Raises:
+      UserError: the write failed (nothing of it is kept).
+    """
+    model_dir = os.path.join(export_root, RESTORE_MODEL)
+    info = dict(info or {}, model=RESTORE_MODEL,
+                exported=datetime.datetime.now(datetime.timezone.utc)
+                .isoformat(timespec="seconds"))
+    try:
+        return _write_model(plan_restore(restorer), model_dir,
+                            next_version(model_dir), info)
+    except (OSError, tf.errors.OpError) as e:
+        reason = (getattr(e, "strerror", None)
+                  or getattr(e, "message", None) or str(e))
+        reason = (reason.strip().splitlines()[0] if reason.strip()
+                  else type(e).__name__)
+        raise UserError(f"cannot write the restore export to {model_dir}: "
+                        f"{reason}; existing versions are unchanged") \
+            from None
+
+
+def _is_restoration_trainer(trainer):
+    return getattr(trainer, "restorer", None) is not None
+
+
+def run_models(trainer):
+    """Names of the models `export_run` writes for a trainer."""
+    if _is_restoration_trainer(trainer):
+        return [RESTORE_MODEL]
+    return available_models(trainer.gens_ema)
+
+
 def export_run(trainer, export_root):
-    """Exports a trainer's EMA generators (called at the end of training)."""
+    """Exports a trainer's EMA generators, or a restoration trainer's
+    restorer (called at the end of training)."""
     c = trainer.config
     info = {"ema": True, "setting": c.setting,
             "step": int(trainer.step.numpy())
             if hasattr(trainer, "step") else None}
+    if _is_restoration_trainer(trainer):
+        info.update(ema=False, variant=c.variant,
+                    measurement=trainer.F.description,
+                    degradation_from=c.degradation_from)
+        return [export_restorer(trainer.restorer, export_root, info)]
     return export_generators(trainer.gens_ema, c.z_dim, c.resolution,
                              export_root, info=info)

@@ -272,3 +272,45 @@ def ac_comp_loss(x, x_compressed, q, mu_q=MU_Q, weight=1.0,
     return {"G/ac_comp": weight * _weighted_consistency(x, x_compressed, w,
                                                         reduction),
             "G/ac_comp_weight": tf.reduce_mean(w)}
+
+
+# --- UNIR (restoration, docs/restoration.md) ---------------------------------
+
+def d_least_squares_loss(real_scores, fake_scores):
+    """Least-squares D loss (Mao et al. 2017) as UNIR uses it.
+
+    D/real = mean (D(y) - 1)^2, D/fake = mean D(F(G(y)))^2, D/loss =
+    (D/real + D/fake) / 2 (UNIR halves the sum). Scores are D's raw
+    outputs ([choice]: UNIR applies a sigmoid first, docs/restoration.md).
+
+    Returns:
+      {"D/real", "D/fake", "D/loss", "D/real_logit", "D/fake_logit"}.
+    """
+    real_scores = _f32(real_scores)
+    fake_scores = _f32(fake_scores)
+    real = tf.reduce_mean(tf.square(real_scores - 1.0))
+    fake = tf.reduce_mean(tf.square(fake_scores))
+    return {"D/real": real, "D/fake": fake, "D/loss": 0.5 * (real + fake),
+            "D/real_logit": tf.reduce_mean(real_scores),
+            "D/fake_logit": tf.reduce_mean(fake_scores)}
+
+
+def g_least_squares_loss(fake_scores):
+    """Least-squares G loss: G/adv = mean (D(F(G(y))) - 1)^2."""
+    fake_scores = _f32(fake_scores)
+    return {"G/adv": tf.reduce_mean(tf.square(fake_scores - 1.0)),
+            "G/fake_logit": tf.reduce_mean(fake_scores)}
+
+
+def measurement_reconstruction_loss(y_back, y_hat, weight=2.0,
+                                    name="G/recon"):
+    """UNIR's reconstruction of a measurement: weight * mean (y_back -
+    sg(y_hat))^2, with y_hat = F(G(y), theta) and y_back = F(G(y_hat),
+    theta) (the same theta). The target carries no gradient.
+
+    Returns:
+      {name: weighted loss, name + "_weight": weight}.
+    """
+    err = _f32(y_back) - tf.stop_gradient(_f32(y_hat))
+    return {name: weight * tf.reduce_mean(tf.square(err)),
+            name + "_weight": tf.constant(weight, tf.float32)}

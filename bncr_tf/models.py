@@ -75,13 +75,38 @@ def build_generators(config, name_suffix=""):
     elif v.jpeg == variants_lib.PARAM:
         gens.G_q = param_degradation.ParamQuality(name="G_q" + name_suffix)
     if variants_lib.TRUE in (v.blur, v.noise, v.jpeg):
-        setting = settings_lib.get_setting(config.ambient_setting
-                                           or config.setting)
-        bank = settings_lib.kernel_bank(setting, size=k, n=KERNEL_BANK_SIZE,
-                                        seed=config.seed)
-        gens.ambient = (setting, np.asarray(bank, np.float32))
+        gens.ambient = ambient_degradation(config)
     _build(gens, config)
     return gens
+
+
+def ambient_degradation(config):
+    """(setting, kernel bank [n, K, K] float32) of the true degradation
+    of --ambient_setting or --setting: what `synthesis.degrade` samples
+    TRUE stages from (AmbientGAN, UNIR-dagger's measurement)."""
+    setting = settings_lib.get_setting(config.ambient_setting
+                                       or config.setting)
+    bank = settings_lib.kernel_bank(
+        setting, size=config.resolved_kernel_size(), n=KERNEL_BANK_SIZE,
+        seed=config.seed)
+    return setting, np.asarray(bank, np.float32)
+
+
+def true_degradation(config):
+    """The true degradation of a config's setting as `Generators` without
+    G_x: `synthesis.degrade(true_degradation(c), x, latents, seed)` is
+    AmbientGAN's TRUE path (the stages the setting has, no masks learned).
+    """
+    setting = settings_lib.get_setting(config.ambient_setting
+                                       or config.setting)
+    v = variants_lib.get_variant("ambientgan").for_setting(
+        None if setting.is_clean else setting)
+    return synthesis.Generators(
+        G_x=None, variant=v, noise_prior=v.noise_prior,
+        ambient=ambient_degradation(config), rounding=config.rounding,
+        jpeg_storage=config.jpeg_storage,
+        quality_gradient=config.quality_gradient,
+        fake_storage=config.fake_storage)
 
 
 _REFERENCE_CACHE = {}
@@ -123,6 +148,15 @@ def build_discriminator(config):
                                block_grid=config.d_block_grid, name="D")
     d.build((None, config.resolution, config.resolution, 3))
     return d
+
+
+def build_restorer(config, name="G"):
+    """The restorer G of a restoration run (--variant=unir), built; its
+    width is --width (UNIR's ngf)."""
+    from bncr_tf.networks import restorer
+    g = restorer.Restorer(ngf=config.width, name=name)
+    g.build()
+    return g
 
 
 def checkpoint_variables(model):

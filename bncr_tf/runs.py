@@ -111,3 +111,34 @@ def load_generators(run_dir, checkpoint=None, ema=True, warn=None):
     gens = build_generators(config, ema)
     path = restore_generators(run_dir, gens, checkpoint, ema, warn)
     return config, gens, path
+
+
+def load_restorer(run_dir, checkpoint=None, warn=None):
+    """Rebuilds a restoration run's restorer G and restores its weights.
+
+    Args:
+      run_dir: a run directory of --variant=unir.
+      checkpoint: as in `restore_generators` (None = the newest intact).
+      warn: function receiving the warning about a damaged checkpoint.
+    Returns:
+      (config, restorer keras.Model, checkpoint path).
+    Raises:
+      UserError: not a restoration run, or no usable checkpoint.
+    """
+    from bncr_tf import variants
+    config = load_config(run_dir)
+    if not variants.is_restoration(config.variant):
+        raise UserError(f"{run_dir} is a {config.variant} run, not a "
+                        f"restoration run (--variant=unir)")
+    g = models.build_restorer(config)
+    ckpt = tf.train.Checkpoint(G=models.checkpoint_variables(g))
+    if checkpoint in (None, "", "latest"):
+        ckpt_dir = os.path.join(run_dir, "checkpoints")
+        if checkpoints.read_state(ckpt_dir) is None:
+            raise UserError(f"{run_dir} has no checkpoint in {ckpt_dir}")
+        path, _ = checkpoints.restore_latest_valid(
+            ckpt, ckpt_dir, partial=True, repair=False, warn=warn)
+    else:
+        path = checkpoint_path(run_dir, checkpoint)
+        checkpoints.restore_one(ckpt, path, partial=True)
+    return config, g, path

@@ -55,6 +55,13 @@ def config_from_flags(flag_values=FLAGS):
     """Resolves parsed flags into a validated `TrainConfig`."""
     values = {f.name: flag_values[f.name].value
               for f in dataclasses.fields(TrainConfig)}
+    # A restoration model's own defaults replace the GAN defaults of the
+    # flags the user did not give (bncr_tf.variants.RESTORATION_DEFAULTS).
+    from bncr_tf import variants
+    for name, value in variants.RESTORATION_DEFAULTS.get(
+            values["variant"], {}).items():
+        if not flag_values[name].present:
+            values[name] = value
     return TrainConfig(**values).validate_all()
 
 

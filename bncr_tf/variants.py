@@ -122,6 +122,28 @@ _VARIANTS = (
 
 VARIANTS = {v.name: v for v in _VARIANTS}
 
+# Restoration models (issue 15, paper section 7.6): they learn a restorer
+# G: y -> x_hat from degraded images instead of a generator of clean ones,
+# and are trained by `bncr_tf.training.restoration`. Not `Variant`s: they
+# have no G_x and no degradation stages of their own.
+RESTORATION_MODELS = {
+    "unir": "UNIR (true degradation, or a BNCR-GAN run's generators with "
+            "--degradation_from)",
+}
+
+# Defaults of flags the user did not give for a restoration model (the
+# entry point applies them): UNIR's Adam, G 1e-4, D 4e-4, betas
+# (0, 0.999) (the released code, unir/factory/modules.py), no EMA.
+RESTORATION_DEFAULTS = {
+    "unir": {"lr": 1e-4, "d_lr_scale": 4.0, "beta1": 0.0, "beta2": 0.999,
+             "ema_decay": 0.0},
+}
+
+
+def is_restoration(name):
+    """True for the restoration models of `RESTORATION_MODELS`."""
+    return name in RESTORATION_MODELS
+
 
 def get_variant(name):
     """Returns the registered `Variant` called `name`.
@@ -134,4 +156,5 @@ def get_variant(name):
     except KeyError:
         raise ValueError(
             f"unknown model variant {name!r}; choose one of "
-            f"{', '.join(VARIANTS)}") from None
+            f"{', '.join(list(VARIANTS) + list(RESTORATION_MODELS))}") \
+            from None

@@ -583,9 +583,20 @@ def _initialise_from(trainer, source_run):
     log.info("initialised G_x, G_x_ema and D from %s", path)
 
 
+def make_trainer(config, strategy, images):
+    """The trainer of the config's model: `steps.Trainer` for the GAN
+    variants, `restoration.RestorationTrainer` for restoration models
+    (--variant=unir). Call inside `strategy.scope()`."""
+    from bncr_tf import variants
+    if variants.is_restoration(config.variant):
+        from bncr_tf.training import restoration
+        return restoration.RestorationTrainer(config, strategy, images)
+    from bncr_tf.training import steps as steps_lib
+    return steps_lib.Trainer(config, strategy)
+
+
 def _train_in(config, force_export, progress, strategy, run_dir, resuming):
     """`_train` once the run directory is chosen."""
-    from bncr_tf.training import steps as steps_lib
     _setup_logging(run_dir)
     if resuming:
         check_resume_config(run_dir, config)
@@ -598,7 +609,7 @@ def _train_in(config, force_export, progress, strategy, run_dir, resuming):
              images.shape[1:], config.data, config.setting)
 
     with strategy.scope():
-        trainer = steps_lib.Trainer(config, strategy)
+        trainer = make_trainer(config, strategy, images)
     progress.trainer = trainer
     ckpt_dir = os.path.join(run_dir, "checkpoints")
     if resuming:
@@ -721,7 +732,7 @@ def _train_in(config, force_export, progress, strategy, run_dir, resuming):
         from bncr_tf import export
         final = trainer.step_value()
         done_before = export.exported_versions(
-            export_root, final, export.available_models(trainer.gens_ema))
+            export_root, final, export.run_models(trainer))
         if start == final and done_before and not force_export:
             log.info("nothing to train: step %d is exported already (%s); "
                      "pass --export_at_end to export it again", final,
