@@ -456,7 +456,7 @@ def test_restoration_fid_and_the_lpips_hook(unir_run, tmp_path, monkeypatch):
     from bncr_tf.metrics import restoration as restoration_metrics
     # The hook: a stand-in bncr_tf.metrics.lpips (per-image mean |a - b|).
     fake = types.ModuleType("bncr_tf.metrics.lpips")
-    fake.lpips = lambda a, b: np.abs(
+    fake.lpips_distance = lambda a, b: np.abs(
         a.astype(np.float64) - b).mean(axis=(1, 2, 3))
     monkeypatch.setitem(sys.modules, "bncr_tf.metrics.lpips", fake)
     extractor = features.make_extractor("random_conv", seed=0)

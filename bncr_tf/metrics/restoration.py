@@ -14,10 +14,10 @@ the restored images ("value") and, as the baseline, of the degraded inputs
 ("degraded_value"), and the mean PSNR of both against the clean images
 ("psnr_db", "degraded_psnr_db"; dB, peak 255).
 
-LPIPS: `lpips_distances` is the one hook. It needs `bncr_tf.metrics.lpips`
-(added on another branch), whose `lpips(a, b)` takes two uint8 batches
-[N, H, W, 3] and returns N per-image distances; the reported value is
-their mean.
+LPIPS: `lpips_distances` calls `bncr_tf.metrics.lpips.lpips_distance`
+(LPIPS v0.1, AlexNet, as in the paper's Table 4; weights from
+`tools/install_weights.sh`) on two uint8 batches [N, H, W, 3]; the
+reported value is the mean of the N per-image distances.
 """
 
 import importlib
@@ -35,7 +35,7 @@ from bncr_tf.metrics import reference as reference_lib
 
 METRICS = ("fid", "kid", "lpips")
 LPIPS_MODULE = "bncr_tf.metrics.lpips"
-LPIPS_FUNCTION = "lpips"
+LPIPS_FUNCTION = "lpips_distance"
 
 
 def held_out_source(config):
@@ -61,7 +61,7 @@ def held_out_source(config):
 
 
 def lpips_function():
-    """`bncr_tf.metrics.lpips.lpips` (the hook).
+    """`bncr_tf.metrics.lpips.lpips_distance`.
 
     Raises:
       UserError: that module is not installed.
