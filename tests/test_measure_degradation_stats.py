@@ -1,0 +1,120 @@
+"""tools/measure_degradation_stats.py end to end on a tiny run trained here
+(GAN, setting H, 2 iterations, width 8): every row is recomputed
+independently from the data pipeline, the degradation builder and the
+run's generators, and bad inputs give one `error:` line."""
+
+import json
+
+import numpy as np
+import pytest
+
+from conftest import load_tool
+
+from bncr_tf import data
+from bncr_tf import runs
+from bncr_tf.degradations import builder
+from bncr_tf.metrics import degradation_stats as ds
+from bncr_tf.metrics import evaluation
+from bncr_tf.training.config import TrainConfig
+
+tool = load_tool("measure_degradation_stats")
+DATA = "builtin:skimage_patches:count=48"
+
+
+@pytest.fixture(scope="module")
+def tiny_run(tmp_path_factory):
+    from bncr_tf.training import loop
+    config = TrainConfig(
+        data="builtin:skimage_patches", data_limit=48, setting="H",
+        variant="gan", width=8, d_batch=8, g_batch=8, z_dim=16,
+        iterations=2, log_every=1, grid_every=2, checkpoint_every=2,
+        export_at_end=False,
+        outdir=str(tmp_path_factory.mktemp("runs"))).validate_all()
+    return loop.train(config)
+
+
+def test_tool_end_to_end(tiny_run, tmp_path, capsys):
+    out = tmp_path / "stats"
+    code = tool.main([f"--runs={tiny_run}", "--settings=H,B",
+                      "--num_samples=20", "--seed=5", "--batch=8",
+                      f"--out={out}"])
+    assert code == 0
+    printed = capsys.readouterr().out
+    result = json.loads((out / "degradation_stats.json").read_text())
+    table = (out / "degradation_stats.md").read_text()
+    assert table in printed
+    # Defaults from the run: its data, limit, seed and resolution.
+    assert result["data"] == "builtin:skimage_patches"
+    assert result["num_data_images"] == 48 and result["resolution"] == 32
+    labels = [row["label"] for row in result["rows"]]
+    assert labels[:3] == ["data, clean (A)", "data, setting H",
+                          "data, setting B"]
+    assert labels[3].startswith("G_x of ") and "(gan, H, step 2)" in labels[3]
+
+    # Independent recomputation of every row.
+    config = runs.load_config(tiny_run)
+    clean, _ = data.load_clean_uint8(config.data, 32, limit=48,
+                                     seed=config.data_seed)
+    _, gens, _ = runs.load_generators(tiny_run)
+    generated = np.concatenate(list(evaluation.generated_images(
+        gens, 20, seed=5, batch_size=7)))
+    expected = {"data, clean (A)": clean}
+    for name in ("H", "B"):
+        expected[f"data, setting {name}"] = builder.degrade_chunk(
+            name, clean, 0, 48, 0)[0]
+    expected[labels[3]] = generated
+    clean_stats = ds.per_image_stats(clean)
+    for row in result["rows"]:
+        images = expected[row["label"]]
+        assert row["num_images"] == len(images)
+        per_image = ds.per_image_stats(images)
+        for name in ds.STATS:
+            values = per_image[name]
+            assert row["stats"][name]["median"] == pytest.approx(
+                float(np.nanmedian(values)), rel=1e-12, abs=1e-12), name
+            if row["kind"] != "data":
+                assert row["separability_from_clean"][name] == \
+                    pytest.approx(ds.separability(clean_stats[name], values))
+    # JPEG 60-80 raises blockiness, the disk blur lowers sharpness.
+    stats = {row["label"]: row["stats"] for row in result["rows"]}
+    assert (stats["data, setting H"]["blockiness"]["median"]
+            > stats["data, clean (A)"]["blockiness"]["median"])
+    assert (stats["data, setting B"]["sharpness"]["median"]
+            < stats["data, clean (A)"]["sharpness"]["median"])
+    assert "| data, setting H | 48 |" in table
+
+
+def test_tool_default_settings_and_explicit_data(tiny_run, tmp_path,
+                                                 capsys):
+    out = tmp_path / "stats"
+    assert tool.main([f"--runs={tiny_run}", f"--data={DATA}",
+                      "--limit=16", "--num_samples=4",
+                      f"--out={out}"]) == 0
+    capsys.readouterr()
+    result = json.loads((out / "degradation_stats.json").read_text())
+    assert result["settings"] == ["H"]  # the run's setting
+    assert result["num_data_images"] == 16
+    assert [r["kind"] for r in result["rows"]] == ["data", "degraded",
+                                                   "generated"]
+
+
+@pytest.mark.parametrize("args, message", [
+    (["--runs={missing}"], "is not a run directory"),
+    (["--runs={empty}"], "has no checkpoint"),
+    (["--runs={run}", "--checkpoint=99"], "does not exist"),
+    (["--data=" + DATA, "--settings=Z"], "unknown setting 'Z'"),
+    (["--data=builtin:nothing"], "builtin"),
+    ([], "give --data or at least one run"),
+])
+def test_tool_one_line_errors(tiny_run, tmp_path, capsys, args, message):
+    empty = tmp_path / "empty_run"
+    empty.mkdir()
+    with open(f"{tiny_run}/config.json") as f:
+        (empty / "config.json").write_text(f.read())
+    args = [a.format(missing=tmp_path / "nope", empty=empty, run=tiny_run)
+            for a in args]
+    assert tool.main(args + [f"--out={tmp_path / 'out'}"]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and err[0].startswith("error: "), err
+    assert message in err[0]
+    assert not (tmp_path / "out").exists()
