@@ -118,3 +118,46 @@ def test_tool_one_line_errors(tiny_run, tmp_path, capsys, args, message):
     assert len(err) == 1 and err[0].startswith("error: "), err
     assert message in err[0]
     assert not (tmp_path / "out").exists()
+
+
+def test_evaluate_cli_with_imagenet_features(tiny_run, tmp_path):
+    """`python -m bncr_tf.evaluate --extractor=efficientnet_lite0_imagenet`
+    on the tiny run: labelled not comparable, and the value equals the
+    Fréchet distance recomputed here from the generated and reference
+    images (lives here because this module trains a run)."""
+    import os
+    import subprocess
+    import sys
+    from bncr_tf.metrics import features
+    from bncr_tf.metrics import fid
+    from bncr_tf.pretrained import weights as weights_lib
+    reason = weights_lib.missing_reason("efficientnet_lite0")
+    if reason:
+        pytest.skip(reason)
+    root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+    env = dict(os.environ, TF_CPP_MIN_LOG_LEVEL="3")
+    env["PYTHONPATH"] = root + os.pathsep + env.get("PYTHONPATH", "")
+    metrics_dir = tmp_path / "metrics"
+    proc = subprocess.run(
+        [sys.executable, "-m", "bncr_tf.evaluate", f"--run_dir={tiny_run}",
+         "--extractor=efficientnet_lite0_imagenet", "--num_samples=16",
+         "--reference_limit=16", "--seed=3", f"--cache_dir={tmp_path}",
+         f"--metrics_dir={metrics_dir}"],
+        env=env, capture_output=True, text=True, timeout=900, cwd=root)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    assert "not comparable with published numbers" in proc.stdout
+    rec = json.loads((metrics_dir / "metric-fid16.jsonl").read_text()
+                     .splitlines()[0])
+    assert rec["extractor"]["name"] == "efficientnet_lite0_imagenet"
+    assert rec["extractor"]["comparable"] is False
+    ex = features.make_extractor("efficientnet_lite0_imagenet")
+    config = runs.load_config(tiny_run)
+    reference, _ = data.load_clean_uint8(config.data, 32, limit=16,
+                                         seed=config.data_seed)
+    _, gens, _ = runs.load_generators(tiny_run)
+    generated = np.concatenate(list(evaluation.generated_images(
+        gens, 16, seed=3, batch_size=16)))
+    mu1, s1 = fid.feature_statistics(ex(generated))
+    mu2, s2 = fid.feature_statistics(ex(reference))
+    assert rec["value"] == pytest.approx(
+        fid.frechet_distance(mu1, s1, mu2, s2), rel=1e-4)
