@@ -46,6 +46,8 @@ def test_tool_end_to_end(tiny_run, tmp_path, capsys):
     # Defaults from the run: its data, limit, seed and resolution.
     assert result["data"] == "builtin:skimage_patches"
     assert result["num_data_images"] == 48 and result["resolution"] == 32
+    # Degraded as training degraded the run's data: with its data seed.
+    assert result["degrade_seed"] == result["data_seed"] == 0
     labels = [row["label"] for row in result["rows"]]
     assert labels[:3] == ["data, clean (A)", "data, setting H",
                           "data, setting B"]
@@ -61,7 +63,7 @@ def test_tool_end_to_end(tiny_run, tmp_path, capsys):
     expected = {"data, clean (A)": clean}
     for name in ("H", "B"):
         expected[f"data, setting {name}"] = builder.degrade_chunk(
-            name, clean, 0, 48, 0)[0]
+            name, clean, 0, 48, config.data_seed)[0]
     expected[labels[3]] = generated
     clean_stats = ds.per_image_stats(clean)
     for row in result["rows"]:

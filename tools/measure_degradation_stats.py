@@ -10,13 +10,14 @@ Example:
 
 Rows: the clean data (--data at --resolution, first --limit images,
 --data_seed), the same images degraded by each --setting (exactly as
-training degrades them in memory: `builder.degrade_chunk` with seed
---degrade_seed), and, per run, --num_samples images of its EMA G_x with
-all degradation stages off (image i from seed --seed + i, as
-`bncr_tf.evaluate`). Columns: the median and 10th-90th percentiles of each
-statistic of `bncr_tf.metrics.degradation_stats`, and its per-image
-separability from the clean data (best one-threshold balanced accuracy;
-0.5 = indistinguishable).
+training degrades them in memory: `training.loop.degrade_in_memory` with
+seed --degrade_seed, default the data seed as in training), and, per
+run, --num_samples images of its EMA G_x with all degradation stages off
+(image i from seed --seed + i, as `bncr_tf.evaluate`). Columns: the
+median and 10th-90th percentiles of each statistic of
+`bncr_tf.metrics.degradation_stats`, and its per-image separability from
+the clean data (best one-threshold balanced accuracy; 0.5 =
+indistinguishable).
 
 Writes <out>/degradation_stats.json and <out>/degradation_stats.md and
 prints the table. Defaults: --data, --limit, --data_seed and --resolution
@@ -146,7 +147,7 @@ def markdown(result):
 
 
 def measure(run_dirs=(), data=None, settings=None, resolution=0, limit=0,
-            data_seed=None, degrade_seed=0, num_samples=1024, seed=0,
+            data_seed=None, degrade_seed=None, num_samples=1024, seed=0,
             checkpoint="latest", batch=100, progress=print):
     """Computes every row; returns the JSON-ready result.
 
@@ -162,8 +163,10 @@ def measure(run_dirs=(), data=None, settings=None, resolution=0, limit=0,
             raise UserError("give --data or at least one run in --runs")
         data = first.data
         limit = limit or first.data_limit
-        data_seed = first.data_seed if data_seed is None else data_seed
-    data_seed = 0 if data_seed is None else data_seed
+    if data_seed is None:
+        data_seed = first.data_seed if first is not None else 0
+    if degrade_seed is None:
+        degrade_seed = data_seed  # what training passes degrade_in_memory
     resolution = resolution or (first.resolution if first else 32)
     if settings is None:
         settings = []
@@ -262,8 +265,9 @@ def main(argv=None):
     p.add_argument("--data_seed", type=int, default=None,
                    help="Seed of builtin sources (default: the first "
                         "run's, else 0).")
-    p.add_argument("--degrade_seed", type=int, default=0,
-                   help="Seed of the degradations of the data.")
+    p.add_argument("--degrade_seed", type=int, default=None,
+                   help="Seed of the degradations of the data (default: "
+                        "the data seed, as training uses).")
     p.add_argument("--num_samples", type=int, default=1024,
                    help="Generated images per run.")
     p.add_argument("--seed", type=int, default=0,
