@@ -45,6 +45,17 @@ import numpy as np  # noqa: E402
 import tensorflow as tf  # noqa: E402
 
 
+def _setting_probe():
+    """tools/probe_setting_discriminator.py, which owns the D-alone step."""
+    import importlib.util
+    path = os.path.join(ROOT, "tools", "probe_setting_discriminator.py")
+    spec = importlib.util.spec_from_file_location(
+        "probe_setting_discriminator", path)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
 def fake_images(x, q, jpeg_storage, seed, quality_gradient="analytic"):
     """The compressed fakes of the G step: `synthesis.degrade` of clean
     images x in [-1, 1] at fixed qualities q (CR-GAN, mask on), with the
@@ -92,7 +103,6 @@ def probe(q_fake, args, real_u8, ref_u8, true_q):
     gradient check."""
     import keras
     from bncr_tf import data
-    from bncr_tf import losses
     from bncr_tf.networks import Discriminator
     from bncr_tf.networks.reference_images import ReferenceImages
 
@@ -102,6 +112,7 @@ def probe(q_fake, args, real_u8, ref_u8, true_q):
     D(tf.zeros([2, args.resolution, args.resolution, 3]))
     opt = keras.optimizers.Adam(args.lr, beta_1=0.0, beta_2=0.99)
     g_x = ReferenceImages(ref_u8)  # calibration mode's G_x
+    d_step = _setting_probe().discriminator_step(D, opt, args.r1_weight)
     real = tf.constant(real_u8)
     qualities = tf.constant(true_q, tf.float32)
 
@@ -116,23 +127,7 @@ def probe(q_fake, args, real_u8, ref_u8, true_q):
         else:
             q = tf.fill([n], float(q_fake))
         fakes = fake_images(x, q, args.jpeg_storage, seed + [3, 0])
-        with tf.GradientTape() as tape:
-            with tf.GradientTape() as r1_tape:
-                r1_tape.watch(reals)
-                real_logits = D(reals)
-                real_sum = tf.reduce_sum(real_logits)
-            grads = r1_tape.gradient(real_sum, reals)
-            fake_logits = D(fakes)
-            values = losses.d_logistic_loss(real_logits, fake_logits)
-            values.update(losses.r1_from_input_gradients(grads,
-                                                         args.r1_weight))
-            total = values["D/loss"] + values["D/r1"]
-        opt.apply_gradients(zip(tape.gradient(total, D.trainable_variables),
-                                D.trainable_variables))
-        correct = (tf.reduce_sum(tf.cast(real_logits > 0, tf.float32))
-                   + tf.reduce_sum(tf.cast(fake_logits < 0, tf.float32)))
-        return values["D/loss"], correct / tf.cast(
-            2 * tf.shape(real_idx)[0], tf.float32)
+        return d_step(reals, fakes)
 
     rng = np.random.default_rng(args.seed)
     curve, window_loss, window_acc = [], [], []

@@ -37,13 +37,40 @@ import numpy as np  # noqa: E402
 import tensorflow as tf  # noqa: E402
 
 
+def discriminator_step(D, opt, r1_weight):
+    """One training step of D alone on reals vs fakes, as in training:
+    the logistic loss plus R1 on the reals (`bncr_tf.losses`). Returns a
+    function (reals, fakes) -> (D/loss, accuracy), to be called inside a
+    tf.function; tools/probe_jpeg_discriminator.py shares it."""
+    from bncr_tf import losses
+
+    def step(reals, fakes):
+        with tf.GradientTape() as tape:
+            with tf.GradientTape() as r1_tape:
+                r1_tape.watch(reals)
+                real_logits = D(reals)
+                real_sum = tf.reduce_sum(real_logits)
+            grads = r1_tape.gradient(real_sum, reals)
+            fake_logits = D(fakes)
+            values = losses.d_logistic_loss(real_logits, fake_logits)
+            values.update(losses.r1_from_input_gradients(grads, r1_weight))
+            total = values["D/loss"] + values["D/r1"]
+        opt.apply_gradients(zip(tape.gradient(total, D.trainable_variables),
+                                D.trainable_variables))
+        correct = (tf.reduce_sum(tf.cast(real_logits > 0, tf.float32))
+                   + tf.reduce_sum(tf.cast(fake_logits < 0, tf.float32)))
+        count = tf.shape(real_logits)[0] + tf.shape(fake_logits)[0]
+        return values["D/loss"], correct / tf.cast(count, tf.float32)
+
+    return step
+
+
 def probe(real_u8, fake_u8, args, label):
     """Trains a fresh D on reals vs fakes for args.steps; returns the
     logged curve (loss and accuracy over each --log_every window) and the
     accuracy on held-out images."""
     import keras
     from bncr_tf import data
-    from bncr_tf import losses
     from bncr_tf.networks import Discriminator
 
     keras.utils.set_random_seed(args.seed)
@@ -55,27 +82,13 @@ def probe(real_u8, fake_u8, args, label):
     real = tf.constant(real_u8[:n_train])
     fake = tf.constant(fake_u8[:n_train])
 
+    d_step = discriminator_step(D, opt, args.r1_weight)
+
     @tf.function
     def step(real_idx, fake_idx, seed):
         reals = data.dequantize(tf.gather(real, real_idx), seed)
         fakes = data.dequantize(tf.gather(fake, fake_idx), seed + [0, 1])
-        with tf.GradientTape() as tape:
-            with tf.GradientTape() as r1_tape:
-                r1_tape.watch(reals)
-                real_logits = D(reals)
-                real_sum = tf.reduce_sum(real_logits)
-            grads = r1_tape.gradient(real_sum, reals)
-            fake_logits = D(fakes)
-            values = losses.d_logistic_loss(real_logits, fake_logits)
-            values.update(losses.r1_from_input_gradients(grads,
-                                                         args.r1_weight))
-            total = values["D/loss"] + values["D/r1"]
-        opt.apply_gradients(zip(tape.gradient(total, D.trainable_variables),
-                                D.trainable_variables))
-        correct = (tf.reduce_sum(tf.cast(real_logits > 0, tf.float32))
-                   + tf.reduce_sum(tf.cast(fake_logits < 0, tf.float32)))
-        return values["D/loss"], correct / tf.cast(
-            2 * tf.shape(real_idx)[0], tf.float32)
+        return d_step(reals, fakes)
 
     rng = np.random.default_rng(args.seed)
     curve, window_loss, window_acc = [], [], []
