@@ -39,9 +39,9 @@ def block_grid_differences(y, block=JPEG_BLOCK):
       |dy| on boundary rows,    |dy| elsewhere,
 
     each zero where the other is not, with dx[.., j] = Y[.., j + 1] -
-    Y[.., j] (0 in the last column) and Y the channel mean. Global means
-    of the first and second map, in ratio, give the blockiness statistic
-    of docs/results.md, Experiment 3.
+    Y[.., j] (0 in the last column) and Y the channel mean. The ratio of
+    the boundary and the other jumps, averaged, is the blockiness of
+    `bncr_tf.metrics.degradation_stats` (there on the BT.601 luma).
 
     Args:
       y: images [B, H, W, C].
@@ -99,9 +99,9 @@ class Discriminator(keras.Model):
       block_grid: 0 (NR-GAN's D) or a scale s > 0: D also sees s times
         the four maps of `block_grid_differences` (luma jumps on and off
         the 8x8 JPEG grid), four more inputs of the first block. A
-        [choice] outside the paper: a convolutional D with global pooling
-        cannot locate the grid, and at 32 px it does not separate clean
-        from JPEG-compressed patches (docs/results.md, Experiment 3).
+        [choice] outside the paper, off by default: a convolutional D
+        with global pooling cannot locate the grid; measured not to help
+        while R1 = 10 (docs/results.md, Experiment 3, "Why D is blind").
       **kwargs: standard `keras.Model` arguments (name, dtype).
 
     Example:
