@@ -131,18 +131,10 @@ def main(argv):
                         f"{FLAGS.metric!r}")
     # Imported here so --help stays fast.
     cli.import_tensorflow()
-    from bncr_tf.metrics import features
     from bncr_tf.metrics import runner
 
-    def make_extractor():
-        return features.make_extractor(
-            FLAGS.extractor, inception_path=FLAGS.inception_path,
-            keras_weights=FLAGS.keras_weights, cache=FLAGS.cache_dir,
-            allow_download=FLAGS.download, batch_size=FLAGS.batch,
-            classifier_path=FLAGS.classifier_path)
-
     runner.evaluate_run(
-        None, make_extractor=make_extractor, warn=cli.warning,
+        None, make_extractor=_make_extractor, warn=cli.warning,
         run_dir=FLAGS.run_dir or None,
         export_dir=FLAGS.export_dir or None, checkpoint=FLAGS.checkpoint,
         reference_spec=FLAGS.reference or None,
@@ -157,24 +149,27 @@ def main(argv):
     return 0
 
 
+def _make_extractor():
+    """The feature extractor the flags name (built lazily by the caller:
+    Inception weights are loaded only when a metric needs them)."""
+    from bncr_tf.metrics import features
+    return features.make_extractor(
+        FLAGS.extractor, inception_path=FLAGS.inception_path,
+        keras_weights=FLAGS.keras_weights, cache=FLAGS.cache_dir,
+        allow_download=FLAGS.download, batch_size=FLAGS.batch,
+        classifier_path=FLAGS.classifier_path)
+
+
 def _evaluate_restoration(metrics):
     """Restoration runs: restore a degraded held-out set, score it against
     the clean one (bncr_tf.metrics.restoration, docs/restoration.md).
     --reference is the clean test set, --reference_limit (or
     --num_samples) its size, --seed the seed of its degradation."""
     cli.import_tensorflow()
-    from bncr_tf.metrics import features
     from bncr_tf.metrics import restoration
 
-    def make_extractor():
-        return features.make_extractor(
-            FLAGS.extractor, inception_path=FLAGS.inception_path,
-            keras_weights=FLAGS.keras_weights, cache=FLAGS.cache_dir,
-            allow_download=FLAGS.download, batch_size=FLAGS.batch,
-            classifier_path=FLAGS.classifier_path)
-
     restoration.evaluate_restoration(
-        FLAGS.run_dir, make_extractor=make_extractor,
+        FLAGS.run_dir, make_extractor=_make_extractor,
         checkpoint=FLAGS.checkpoint, test_spec=FLAGS.reference or None,
         test_limit=FLAGS.reference_limit or FLAGS.num_samples,
         test_seed=FLAGS.reference_seed,
