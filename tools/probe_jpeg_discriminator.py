@@ -34,7 +34,6 @@ what G_q follows).
 import json
 import os
 import sys
-import time
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
@@ -46,7 +45,8 @@ import tensorflow as tf  # noqa: E402
 
 
 def _setting_probe():
-    """tools/probe_setting_discriminator.py, which owns the D-alone step."""
+    """tools/probe_setting_discriminator.py, which owns the D-alone step
+    and its logged training loop."""
     import importlib.util
     path = os.path.join(ROOT, "tools", "probe_setting_discriminator.py")
     spec = importlib.util.spec_from_file_location(
@@ -112,7 +112,8 @@ def probe(q_fake, args, real_u8, ref_u8, true_q):
     D(tf.zeros([2, args.resolution, args.resolution, 3]))
     opt = keras.optimizers.Adam(args.lr, beta_1=0.0, beta_2=0.99)
     g_x = ReferenceImages(ref_u8)  # calibration mode's G_x
-    d_step = _setting_probe().discriminator_step(D, opt, args.r1_weight)
+    shared = _setting_probe()
+    d_step = shared.discriminator_step(D, opt, args.r1_weight)
     real = tf.constant(real_u8)
     qualities = tf.constant(true_q, tf.float32)
 
@@ -130,21 +131,10 @@ def probe(q_fake, args, real_u8, ref_u8, true_q):
         return d_step(reals, fakes)
 
     rng = np.random.default_rng(args.seed)
-    curve, window_loss, window_acc = [], [], []
-    started = time.time()
-    for i in range(1, args.steps + 1):
-        loss, acc = step(rng.integers(0, len(real_u8), args.batch),
-                         tf.constant([args.seed, i], tf.int64))
-        window_loss.append(float(loss))
-        window_acc.append(float(acc))
-        if i % args.log_every == 0:
-            point = {"step": i, "d_loss": float(np.mean(window_loss)),
-                     "accuracy": float(np.mean(window_acc))}
-            curve.append(point)
-            window_loss, window_acc = [], []
-            print(f"q_fake {q_fake} step {i}: D loss {point['d_loss']:.4f}"
-                  f" (ln 4 = 1.3863), accuracy {point['accuracy']:.3f} "
-                  f"({time.time() - started:.0f} s)", flush=True)
+    curve = shared.train_logged(
+        lambda i: step(rng.integers(0, len(real_u8), args.batch),
+                       tf.constant([args.seed, i], tf.int64)),
+        args.steps, args.log_every, f"q_fake {q_fake}")
     x = g_x(tf.random.stateless_normal([512, 1], [args.seed, 7]))
     return curve, gradient_check(D, x, args)
 

@@ -65,6 +65,27 @@ def discriminator_step(D, opt, r1_weight):
     return step
 
 
+def train_logged(step_at, steps, log_every, label):
+    """Runs step_at(i) -> (D loss, accuracy) for i = 1..steps; every
+    log_every steps appends the window's means to the returned curve and
+    prints them. Shared with tools/probe_jpeg_discriminator.py."""
+    curve, window_loss, window_acc = [], [], []
+    started = time.time()
+    for i in range(1, steps + 1):
+        loss, acc = step_at(i)
+        window_loss.append(float(loss))
+        window_acc.append(float(acc))
+        if i % log_every == 0:
+            point = {"step": i, "d_loss": float(np.mean(window_loss)),
+                     "accuracy": float(np.mean(window_acc))}
+            curve.append(point)
+            window_loss, window_acc = [], []
+            print(f"{label} step {i}: D loss {point['d_loss']:.4f} "
+                  f"(ln 4 = 1.3863), accuracy {point['accuracy']:.3f} "
+                  f"({time.time() - started:.0f} s)", flush=True)
+    return curve
+
+
 def probe(real_u8, fake_u8, args, label):
     """Trains a fresh D on reals vs fakes for args.steps; returns the
     logged curve (loss and accuracy over each --log_every window) and the
@@ -91,24 +112,15 @@ def probe(real_u8, fake_u8, args, label):
         return d_step(reals, fakes)
 
     rng = np.random.default_rng(args.seed)
-    curve, window_loss, window_acc = [], [], []
-    started = time.time()
-    for i in range(1, args.steps + 1):
+
+    def step_at(i):
         # Independent indices on the two sides: a pair of batches never
         # holds the same image twice.
-        loss, acc = step(rng.integers(0, n_train, args.batch),
-                         rng.integers(0, n_train, args.batch),
-                         tf.constant([args.seed, i], tf.int64))
-        window_loss.append(float(loss))
-        window_acc.append(float(acc))
-        if i % args.log_every == 0:
-            point = {"step": i, "d_loss": float(np.mean(window_loss)),
-                     "accuracy": float(np.mean(window_acc))}
-            curve.append(point)
-            window_loss, window_acc = [], []
-            print(f"{label} step {i}: D loss {point['d_loss']:.4f} "
-                  f"(ln 4 = 1.3863), accuracy {point['accuracy']:.3f} "
-                  f"({time.time() - started:.0f} s)", flush=True)
+        return step(rng.integers(0, n_train, args.batch),
+                    rng.integers(0, n_train, args.batch),
+                    tf.constant([args.seed, i], tf.int64))
+
+    curve = train_logged(step_at, args.steps, args.log_every, label)
     held_real = data.dequantize(tf.constant(real_u8[n_train:]), [7, 0])
     held_fake = data.dequantize(tf.constant(fake_u8[n_train:]), [7, 1])
     real_logits = D(held_real).numpy().ravel()
