@@ -115,6 +115,11 @@ class TrainConfig:
     # Losses.
     r1_weight: float = _f(10.0, "R1 weight (NR-GAN convention, no 1/2).",
                           lower=0.0)
+    r1_inputs: str = _f("all", "R1's input gradient: all (through every "
+                        "input of D, the paper's R1) or image (through the "
+                        "image channels only; D's high-pass and block-grid "
+                        "maps are then constants in R1's pass) [choice].",
+                        choices=("all", "image"))
     ds_weight: float = _f(0.02, "Diversity-sensitive weight for G_k, G_n "
                           "and G_q.", lower=0.0)
     ds_weight_kernel: float = _f(-1.0, "Diversity-sensitive weight of G_k "
@@ -251,7 +256,17 @@ class TrainConfig:
         return cls(**cls.complete(values))
 
     def validate(self):
-        """Checks cross-field constraints; raises UserError with a sentence."""
+        """Checks every field's choices and lower bound (as the flags do),
+        then cross-field constraints; raises UserError with a sentence."""
+        for field in dataclasses.fields(self):
+            value, meta = getattr(self, field.name), field.metadata
+            if meta.get("choices") and value not in meta["choices"]:
+                raise UserError(
+                    f"--{field.name} must be one of "
+                    f"{', '.join(map(str, meta['choices']))}, got {value!r}")
+            if meta.get("lower") is not None and value < meta["lower"]:
+                raise UserError(f"--{field.name} must be >= {meta['lower']},"
+                                f" got {value}")
         r = self.resolution
         if r < 16 or r & (r - 1):
             raise UserError(

@@ -268,6 +268,28 @@ def test_mixed_precision_on_cpu(policy, tmp_path, float32_policy):
     assert trainer.D.compute_dtype == policy.split("_")[1]
 
 
+def test_r1_inputs_image_changes_only_the_penalty(tmp_path):
+    """--r1_inputs=image: the same first D step gives the same logistic
+    loss (the logits do not change) and a smaller R1 (the penalty no
+    longer sees the high-pass path). The network-level test checks the
+    gradients themselves against numpy."""
+    from bncr_tf.training import steps
+    reals = tf.random.stateless_uniform([8, 32, 32, 3], [3, 4], -1, 1)
+    out = {}
+    for inputs in ("all", "image"):
+        config = tiny(tmp_path, variant="gan", d_highpass=20.0,
+                      r1_inputs=inputs)
+        tf.keras.utils.set_random_seed(0)
+        trainer = steps.Trainer(config, tf.distribute.get_strategy())
+        values = trainer.train_iteration(reals, 0)
+        out[inputs] = {k: float(v) for k, v in values.items()}
+    assert abs(out["all"]["Loss/D/loss"]
+               - out["image"]["Loss/D/loss"]) < 1e-6
+    assert out["image"]["Loss/D/r1"] < 0.9 * out["all"]["Loss/D/r1"], out
+    with pytest.raises(Exception, match="r1_inputs"):
+        tiny(tmp_path, r1_inputs="highpass")
+
+
 MIRRORED_SCRIPT = textwrap.dedent("""
     import sys
     import numpy as np

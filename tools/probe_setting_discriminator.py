@@ -37,9 +37,10 @@ import numpy as np  # noqa: E402
 import tensorflow as tf  # noqa: E402
 
 
-def discriminator_step(D, opt, r1_weight):
+def discriminator_step(D, opt, r1_weight, r1_inputs="all"):
     """One training step of D alone on reals vs fakes, as in training:
-    the logistic loss plus R1 on the reals (`bncr_tf.losses`). Returns a
+    the logistic loss plus R1 on the reals (`bncr_tf.losses`; r1_inputs as
+    `--r1_inputs` of training). Returns a
     function (reals, fakes) -> (D/loss, accuracy), to be called inside a
     tf.function; tools/probe_jpeg_discriminator.py shares it."""
     from bncr_tf import losses
@@ -48,7 +49,8 @@ def discriminator_step(D, opt, r1_weight):
         with tf.GradientTape() as tape:
             with tf.GradientTape() as r1_tape:
                 r1_tape.watch(reals)
-                real_logits = D(reals)
+                real_logits = D(reals,
+                                maps_constant=(r1_inputs == "image"))
                 real_sum = tf.reduce_sum(real_logits)
             grads = r1_tape.gradient(real_sum, reals)
             fake_logits = D(fakes)
@@ -103,7 +105,7 @@ def probe(real_u8, fake_u8, args, label):
     real = tf.constant(real_u8[:n_train])
     fake = tf.constant(fake_u8[:n_train])
 
-    d_step = discriminator_step(D, opt, args.r1_weight)
+    d_step = discriminator_step(D, opt, args.r1_weight, args.r1_inputs)
 
     @tf.function
     def step(real_idx, fake_idx, seed):
@@ -146,6 +148,8 @@ def main(argv=None):
     p.add_argument("--batch", type=int, default=32)
     p.add_argument("--lr", type=float, default=2e-4)
     p.add_argument("--r1_weight", type=float, default=10.0)
+    p.add_argument("--r1_inputs", default="all", choices=("all", "image"),
+                   help="as training's --r1_inputs")
     p.add_argument("--d_highpass", type=float, default=0.0,
                    help="High-pass input scale of D (0 = NR-GAN's D).")
     p.add_argument("--d_block_grid", type=float, default=0.0,

@@ -165,19 +165,24 @@ class Discriminator(keras.Model):
         L.build_layer(self.head, (None, shape[-1]))
         self.built = True
 
-    def call(self, y):
+    def call(self, y, maps_constant=False):
         """Scores images.
 
         Args:
           y: images [B, R, R, in_channels], float in [-1, 1].
+          maps_constant: compute the high-pass and block-grid maps from a
+            stop-gradient copy of y. The logits are unchanged; only the
+            input gradient changes: it then flows through the image
+            channels alone (R1 on the image only, `--r1_inputs=image`).
         Returns:
           logits [B] float32 (float64 under a float64 policy).
         """
         parts = [y]
+        y_maps = ops.stop_gradient(y) if maps_constant else y
         if self.highpass:
-            parts.append(self.highpass * highpass_residual(y))
+            parts.append(self.highpass * highpass_residual(y_maps))
         if self.block_grid:
-            parts.append(self.block_grid * block_grid_differences(y))
+            parts.append(self.block_grid * block_grid_differences(y_maps))
         h = parts[0] if len(parts) == 1 else ops.concatenate(parts, axis=-1)
         for block in self.blocks:
             h = block(h)

@@ -233,7 +233,8 @@ class Trainer:
             # differentiates both terms through the same activations).
             with tf.GradientTape() as r1_tape:
                 r1_tape.watch(reals)
-                real_logits = self.D(reals)
+                real_logits = self.D(
+                    reals, maps_constant=(c.r1_inputs == "image"))
                 real_sum = tf.reduce_sum(tf.cast(real_logits, tf.float32))
             input_grads = r1_tape.gradient(real_sum, reals)
             fake_logits = self.D(fakes)
