@@ -254,3 +254,20 @@ def test_run_grids_export_and_exact_resume(tmp_path):
     np.testing.assert_allclose(got.numpy(),
                                np.clip(g(x).numpy(), -1, 1), atol=1e-5)
     assert models.build_restorer(config).count_params() == g.count_params()
+    # The restore CLI restores an odd-sized photo with the run's G.
+    from bncr_tf import restore as restore_cli
+    src, dst = tmp_path / "in", tmp_path / "out"
+    src.mkdir()
+    photo = np.random.default_rng(5).integers(0, 256, (19, 26, 3),
+                                              dtype=np.uint8)
+    (src / "p.png").write_bytes(tf.io.encode_png(photo).numpy())
+    for model in (run_b, versions):
+        done, skipped, _ = restore_cli.restore_folder(model, str(src),
+                                                      str(dst),
+                                                      overwrite=True)
+        assert (done, skipped) == (1, [])
+        got = tf.io.decode_png((dst / "p.png").read_bytes()).numpy()
+        want = np.round((np.clip(g(photo[None] / 127.5 - 1.0).numpy()[0],
+                                 -1, 1) + 1) * 127.5)
+        assert got.shape == photo.shape
+        assert np.abs(got.astype(int) - want).max() <= 1
