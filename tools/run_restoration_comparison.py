@@ -149,7 +149,9 @@ def train_all(args, out):
             pending.remove(job)
             cmd, iterations = train_command(model, setting, seed, args,
                                             source)
-            commands.append(" ".join(shlex.quote(c) for c in cmd))
+            commands.append(" ".join(
+                shlex.quote(c) for c in ["python"] + cmd[1:]).replace(
+                    ROOT + os.sep, ""))
             if _finished(name, iterations, args.runs_dir):
                 print(f"[{name}] already trained", flush=True)
                 continue
