@@ -52,7 +52,8 @@ class TrainConfig:
 
     # Model.
     variant: str = _f("bncrgan", "Model variant (bncr_tf.variants), or a "
-                      "restoration model: unir (docs/restoration.md).")
+                      "restoration model: unir or cyclegan "
+                      "(docs/restoration.md).")
     degradation_from: str = _f("", "unir: a BNCR-GAN family run directory "
                                "whose frozen EMA G_k, G_n, G_q (with masks "
                                "and psi^g) are the measurement F "
@@ -63,6 +64,15 @@ class TrainConfig:
                                    "reconstruction loss ||F(G(y_hat), "
                                    "theta) - y_hat||^2 (UNIR: 2).",
                                    lower=0.0)
+    cycle_weight: float = _f(10.0, "cyclegan: weight of the L1 cycle "
+                             "losses |F(G(y)) - y| and |G(F(x)) - x| "
+                             "(CycleGAN: 10).", lower=0.0)
+    identity_weight: float = _f(0.5, "cyclegan: identity losses |G(x) - x| "
+                                "and |F(y) - y|, weighted this times "
+                                "--cycle_weight (CycleGAN: 0.5; 0 = off).",
+                                lower=0.0)
+    pool_size: int = _f(50, "cyclegan: earlier fakes each D sees from an "
+                        "image pool (CycleGAN: 50; 0 = off).", lower=0)
     width: int = _f(128, "Channels of G_x, G_n and D (128 = NR-GAN).",
                     lower=1)
     z_dim: int = _f(128, "Size of each latent z_x, z_k, z_n, z_q.",
@@ -348,6 +358,8 @@ class TrainConfig:
         if self.mixed_precision != "none":
             raise UserError(f"--variant={self.variant} trains in float32 "
                             f"only (--mixed_precision=none)")
+        if self.variant == "cyclegan":
+            return self._validate_cyclegan()
         if not self.degradation_from:
             true = settings.get_setting(self.ambient_setting or self.setting)
             if true.is_clean:
@@ -356,4 +368,21 @@ class TrainConfig:
                     f"true degradation of a degraded --setting (or "
                     f"--ambient_setting), or --degradation_from=<BNCR-GAN "
                     f"run dir>; setting {true.name} is clean")
+        return self
+
+    def _validate_cyclegan(self):
+        """CycleGAN needs a setting with clean and degraded images."""
+        from bncr_tf import variants
+        from bncr_tf.degradations import settings
+        for name in ("degradation_from", "ambient_setting"):
+            if getattr(self, name):
+                raise UserError(f"--{name} is not available for "
+                                f"--variant=cyclegan (it learns F from the "
+                                f"clean and degraded sets)")
+        reason = variants.no_clean_reason(settings.get_setting(self.setting))
+        if reason:
+            raise UserError(
+                f"--variant=cyclegan needs clean and degraded training "
+                f"images (set-level supervision); {reason} (the paper "
+                f"leaves CycleGAN out of setting N; use O, P or Q)")
         return self

@@ -102,7 +102,8 @@ def define_flags():
 
 
 def _restoration_run(run_dir):
-    """True when --run_dir is a restoration run (--variant=unir)."""
+    """True when --run_dir is a restoration run (--variant=unir or
+    cyclegan)."""
     import json
     import os
     path = os.path.join(run_dir, "config.json")

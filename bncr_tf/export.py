@@ -862,7 +862,8 @@ def export_run(trainer, export_root):
             if hasattr(trainer, "step") else None}
     if _is_restoration_trainer(trainer):
         info.update(ema=False, variant=c.variant,
-                    measurement=trainer.F.description,
+                    measurement=getattr(trainer, "measurement_description",
+                                        None) or trainer.F.description,
                     degradation_from=c.degradation_from)
         return [export_restorer(trainer.restorer, export_root, info)]
     return export_generators(trainer.gens_ema, c.z_dim, c.resolution,

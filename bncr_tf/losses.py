@@ -314,3 +314,28 @@ def measurement_reconstruction_loss(y_back, y_hat, weight=2.0,
     err = _f32(y_back) - tf.stop_gradient(_f32(y_hat))
     return {name: weight * tf.reduce_mean(tf.square(err)),
             name + "_weight": tf.constant(weight, tf.float32)}
+
+
+# --- CycleGAN (restoration with set-level supervision) -----------------------
+
+def cycle_consistency_loss(real, reconstructed, weight=10.0, name="G/cycle"):
+    """CycleGAN's cycle loss (Zhu et al. 2017, eq. 2): weight * mean
+    |reconstructed - real|, e.g. real y and F(G(y)). L1 over pixels and
+    channels, as the reference code's `L1Loss` (lambda 10).
+
+    Returns:
+      {name: weighted loss}.
+    """
+    return {name: weight * tf.reduce_mean(
+        tf.abs(_f32(reconstructed) - _f32(real)))}
+
+
+def identity_loss(real, mapped, weight=5.0, name="G/identity"):
+    """CycleGAN's identity loss: weight * mean |mapped - real|, e.g. real
+    clean x and G(x). The reference code weights it lambda_idt * lambda
+    = 0.5 * 10 = 5 (`--identity_weight` times `--cycle_weight`).
+
+    Returns:
+      {name: weighted loss}.
+    """
+    return {name: weight * tf.reduce_mean(tf.abs(_f32(mapped) - _f32(real)))}

@@ -151,8 +151,11 @@ def build_discriminator(config):
 
 
 def build_restorer(config, name="G"):
-    """The restorer G of a restoration run (--variant=unir), built; its
-    width is --width (UNIR's ngf)."""
+    """The restorer G of a restoration run, built: UNIR's (--variant=unir)
+    or CycleGAN's G (--variant=cyclegan); its width is --width (ngf)."""
+    if config.variant == "cyclegan":
+        from bncr_tf.training import cyclegan
+        return cyclegan.build_generator(config, name)
     from bncr_tf.networks import restorer
     g = restorer.Restorer(ngf=config.width, name=name)
     g.build()

@@ -117,7 +117,7 @@ def load_restorer(run_dir, checkpoint=None, warn=None):
     """Rebuilds a restoration run's restorer G and restores its weights.
 
     Args:
-      run_dir: a run directory of --variant=unir.
+      run_dir: a run directory of --variant=unir or cyclegan.
       checkpoint: as in `restore_generators` (None = the newest intact).
       warn: function receiving the warning about a damaged checkpoint.
     Returns:
@@ -129,7 +129,7 @@ def load_restorer(run_dir, checkpoint=None, warn=None):
     config = load_config(run_dir)
     if not variants.is_restoration(config.variant):
         raise UserError(f"{run_dir} is a {config.variant} run, not a "
-                        f"restoration run (--variant=unir)")
+                        f"restoration run (--variant=unir or cyclegan)")
     g = models.build_restorer(config)
     ckpt = tf.train.Checkpoint(G=models.checkpoint_variables(g))
     if checkpoint in (None, "", "latest"):

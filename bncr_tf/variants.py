@@ -129,15 +129,42 @@ VARIANTS = {v.name: v for v in _VARIANTS}
 RESTORATION_MODELS = {
     "unir": "UNIR (true degradation, or a BNCR-GAN run's generators with "
             "--degradation_from)",
+    "cyclegan": "CycleGAN with set-level supervision (the setting's clean "
+                "vs degraded images; needs a partly clean setting, e.g. O, "
+                "P, Q)",
 }
 
 # Defaults of flags the user did not give for a restoration model (the
-# entry point applies them): UNIR's Adam, G 1e-4, D 4e-4, betas
+# entry point applies them). unir: UNIR's Adam, G 1e-4, D 4e-4, betas
 # (0, 0.999) (the released code, unir/factory/modules.py), no EMA.
 RESTORATION_DEFAULTS = {
     "unir": {"lr": 1e-4, "d_lr_scale": 4.0, "beta1": 0.0, "beta2": 0.999,
              "ema_decay": 0.0},
+    # CycleGAN's reference code (junyanz/pytorch-CycleGAN-and-pix2pix):
+    # Adam 2e-4, beta1 0.5, the same rate for G, F and both Ds; no EMA.
+    "cyclegan": {"lr": 2e-4, "d_lr_scale": 1.0, "beta1": 0.5,
+                 "beta2": 0.999, "ema_decay": 0.0},
 }
+
+
+DEGRADATION_STAGES = ("blur", "noise", "jpeg")
+
+
+def no_clean_reason(setting):
+    """Why CycleGAN's set-level supervision is not defined on `setting`:
+    no clean image, or no degraded one; None when both sets exist.
+
+    Args:
+      setting: a `bncr_tf.degradations.settings.Setting`.
+    """
+    if setting.is_clean:
+        return f"setting {setting.name} is clean: no image is degraded"
+    full = [stage for stage in DEGRADATION_STAGES
+            if getattr(setting, stage + "_rate") >= 1.0]
+    if full:
+        return (f"setting {setting.name} applies {' and '.join(full)} to "
+                f"every image, so no training image is clean")
+    return None
 
 
 def is_restoration(name):

@@ -181,8 +181,7 @@ def evaluate_restoration(run_dir, extractor=None, make_extractor=None,
             "test_seed": spec_seed, "test_setting": setting.name,
             "degradation_seed": seed, "num_images": len(clean),
             "psnr_db": psnr[0], "degraded_psnr_db": psnr[1],
-            "measurement": config.degradation_from or
-            f"true degradation of {config.ambient_setting or config.setting}"}
+            "measurement": _measurement(config)}
         if m != "lpips":
             record["extractor"] = features_lib.extractor_info(extractor)
         file = evaluation.append_metric(out_dir, name, record)
@@ -192,6 +191,15 @@ def evaluate_restoration(run_dir, extractor=None, make_extractor=None,
             f"degraded {psnr[1]:.2f} dB)  setting {setting.name}  "
             f"{os.path.basename(path)}  -> {file}")
     return records
+
+
+def _measurement(config):
+    """What the run's F was, for the metric record."""
+    if config.variant == "cyclegan":
+        return (f"CycleGAN's learned F (set-level supervision on setting "
+                f"{config.setting})")
+    return config.degradation_from or (
+        f"true degradation of {config.ambient_setting or config.setting}")
 
 
 def psnr_db(a, b):

@@ -586,8 +586,12 @@ def _initialise_from(trainer, source_run):
 def make_trainer(config, strategy, images):
     """The trainer of the config's model: `steps.Trainer` for the GAN
     variants, `restoration.RestorationTrainer` for restoration models
-    (--variant=unir). Call inside `strategy.scope()`."""
+    (--variant=unir), `cyclegan.CycleGANTrainer` for --variant=cyclegan.
+    Call inside `strategy.scope()`."""
     from bncr_tf import variants
+    if config.variant == "cyclegan":
+        from bncr_tf.training import cyclegan
+        return cyclegan.CycleGANTrainer(config, strategy, images)
     if variants.is_restoration(config.variant):
         from bncr_tf.training import restoration
         return restoration.RestorationTrainer(config, strategy, images)
@@ -652,7 +656,10 @@ def _train_in(config, force_export, progress, strategy, run_dir, resuming):
             tf.summary.image("reals", reals[None])
     jsonl = stats_lib.JsonlWriter(stats_path)
     collector = stats_lib.StatsCollector()
+    # A trainer with its own batches (CycleGAN's two sets) provides them.
+    own_batches = getattr(trainer, "real_batches", None)
     batches = iter(strategy.experimental_distribute_dataset(
+        own_batches(start) if own_batches else
         make_real_batches(images, config.d_batch, config.seed, start)))
 
     fid = FidTracker(config, run_dir, trainer.checkpoint) if (
