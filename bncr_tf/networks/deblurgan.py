@@ -10,7 +10,7 @@ the papers; the layers are written here.
   4 ngf), nine residual blocks at 4 ngf, two x2 upsamplings back to ngf,
   7x7 conv to 3 channels, tanh, plus the input, clipped to [-1, 1]. Every
   conv but the last is followed by instance normalisation (no affine
-  parameters) and ReLU; convolutions have biases; reflection padding.
+  parameters) and ReLU; reflection padding.
   A residual block is reflect-pad 1, 3x3 conv, IN, ReLU, dropout 0.5, plus
   its input: one convolution, as the paper's figure 3 and the released
   code (whose operator precedence drops the block's second convolution
@@ -29,6 +29,12 @@ the papers; the layers are written here.
   stride 2 n times then 1, LeakyReLU 0.2, IN after all but the first),
   n = 3 for DeblurGAN and for v2's patch branch, n = 5 for v2's
   full-image branch; `DoubleScaleDiscriminator` holds both.
+
+[choice] Convolutions followed by instance normalisation have no bias:
+the released code gives them one, but IN subtracts the per-channel mean,
+so such a bias has no effect and a zero gradient (it would never train).
+The parameter counts are the released architectures' minus these biases
+(tests/test_deblurgan.py computes both).
 
 [choice] Upsampling is nearest x2 followed by a 3x3 convolution instead of
 DeblurGAN's 3x3 stride-2 transposed convolutions: the same weights per
@@ -124,7 +130,7 @@ class DeblurResBlock(keras.layers.Layer):
         super().__init__(**kwargs)
         self.filters = filters
         self.dropout = dropout
-        self.conv = _conv(filters, 3, name="conv")
+        self.conv = _conv(filters, 3, use_bias=False, name="conv")
         self.norm = InstanceNorm(name="norm")
 
     def build(self, input_shape):
@@ -165,12 +171,13 @@ class DeblurGANGenerator(keras.Model):
         super().__init__(**kwargs)
         self.ngf = ngf
         self.n_blocks = blocks
-        self.conv_in = _conv(ngf, 7, name="conv_in")
-        self.down = [_conv(ngf * m, 3, 2, name=f"down{i + 1}")
+        self.conv_in = _conv(ngf, 7, use_bias=False, name="conv_in")
+        self.down = [_conv(ngf * m, 3, 2, use_bias=False,
+                           name=f"down{i + 1}")
                      for i, m in enumerate((2, 4))]
         self.blocks = [DeblurResBlock(4 * ngf, name=f"block{i + 1}")
                        for i in range(blocks)]
-        self.up = [_conv(ngf * m, 3, name=f"up{i + 1}")
+        self.up = [_conv(ngf * m, 3, use_bias=False, name=f"up{i + 1}")
                    for i, m in enumerate((2, 1))]
         self.conv_out = _conv(3, 7, name="conv_out")
         self.norm = InstanceNorm(name="norm")
@@ -220,12 +227,13 @@ class DeblurGANGenerator(keras.Model):
 # === DeblurGAN-v2 ===
 
 class _ConvNormReLU(keras.layers.Layer):
-    """3x3 conv (bias) -> IN -> ReLU."""
+    """3x3 conv -> IN -> ReLU."""
 
     def __init__(self, filters, **kwargs):
         super().__init__(**kwargs)
         self.filters = filters
-        self.conv = _conv(filters, 3, padding="same", name="conv")
+        self.conv = _conv(filters, 3, padding="same", use_bias=False,
+                          name="conv")
         self.norm = InstanceNorm(name="norm")
 
     def build(self, input_shape):
@@ -381,7 +389,7 @@ class PatchDiscriminator(keras.Model):
         self.n_layers = n_layers
         mults = [min(2 ** i, 8) for i in range(n_layers + 1)]
         self.convs = [_conv(ndf * m, 4, 2 if i < n_layers else 1,
-                            name=f"conv{i + 1}")
+                            use_bias=i == 0, name=f"conv{i + 1}")
                       for i, m in enumerate(mults)]
         self.convs.append(_conv(1, 4, name=f"conv{n_layers + 2}"))
         self.norm = InstanceNorm(name="norm")
