@@ -101,14 +101,14 @@ def test_patchgan_parameter_counts():
         d = deblurgan.PatchDiscriminator(ndf, n_layers)
         d.build()
         mults = [min(2 ** i, 8) for i in range(n_layers + 1)]
-        in_biases = sum(ndf * m for m in mults[1:])
+        in_biases = sum(ndf * m for m in mults[1:]) + 1  # + the score's
         assert d.count_params() == (patchgan_released_count(ndf, n_layers)
                                     - in_biases)
     d = deblurgan.DoubleScaleDiscriminator(ndf=64)
     d.build()
     assert d.count_params() == (
-        patchgan_released_count(64, 3) - (128 + 256 + 512)
-        + patchgan_released_count(64, 5) - (128 + 256 + 512 + 512 + 512))
+        patchgan_released_count(64, 3) - (128 + 256 + 512 + 1)
+        + patchgan_released_count(64, 5) - (128 + 256 + 512 + 512 + 512 + 1))
 
 
 def test_fpn_generator_parameter_count():
@@ -325,6 +325,7 @@ def test_folder_crops_are_cut_at_the_images_own_scale(tmp_path):
 
 # === One training step ===
 
+@pytest.mark.slow  # 2-4 min each on the shared 2 cores
 @pytest.mark.parametrize("variant", ["deblurgan", "deblurganv2"])
 def test_one_step_moves_every_trainable_variable(variant):
     _need("lpips_vgg")
@@ -362,6 +363,7 @@ def test_one_step_moves_every_trainable_variable(variant):
     assert grid.shape == (2 * 16, 3 * 16, 3)
 
 
+@pytest.mark.slow  # about a minute on the shared 2 cores
 def test_pairs_are_blurred_by_the_setting_and_quantised():
     _need("lpips_vgg")
     from bncr_tf.training import paired
@@ -426,3 +428,38 @@ def test_train_resume_export_and_restore_end_to_end(tmp_path):
     expect = np.clip(np.round((g1(odd[None] / 127.5 - 1.0).numpy()[0]
                                + 1) * 127.5), 0, 255)
     assert np.abs(got.astype(float) - expect).max() <= 1
+
+
+@pytest.mark.slow
+def test_pairs_from_a_degrade_export(tmp_path):
+    """--pairs_from: the pairs are exactly the export's degraded images
+    for the export seeds drawn from the training seed."""
+    _need("lpips_vgg")
+    from bncr_tf import export
+    from bncr_tf import models
+    from bncr_tf import pairs
+    from bncr_tf.training import paired
+    gens = models.build_generators(TrainConfig(
+        data="builtin:skimage_patches", setting="C", variant="ambientgan",
+        resolution=16, width=4, z_dim=8))
+    (path,) = export.export_generators(gens, 8, 16, str(tmp_path),
+                                       models=["degrade"])
+    config = _tiny("deblurgan", setting="A",
+                   pairs_from=os.path.dirname(path)).validate_all()
+    rng = np.random.default_rng(10)
+    images = rng.integers(0, 256, (4, 16, 16, 3)).astype(np.uint8)
+    trainer = paired.PairedTrainer(config, tf.distribute.get_strategy(),
+                                   images)
+    assert isinstance(trainer.F, pairs.ExportMeasurement)
+    x = tf.constant(images, tf.float32) / 127.5 - 1.0
+    seed = tf.constant([3, 4], tf.int64)
+    y = trainer.make_pairs(x, seed).numpy()
+    export_seeds = trainer.F.theta(4, tf.random.experimental.
+                                   stateless_fold_in(seed, 0))
+    fn = tf.saved_model.load(path).signatures["serving_default"]
+    ref = fn(image=tf.constant(images), seed=export_seeds)["image"].numpy()
+    np.testing.assert_allclose((y + 1) * 127.5, ref.astype(np.float32),
+                               atol=1.0)
+    assert np.any(ref != images)
+    with pytest.raises(UserError, match="resolution"):
+        pairs.build_pair_maker(dataclasses.replace(config, resolution=32))

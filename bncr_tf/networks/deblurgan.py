@@ -33,6 +33,8 @@ the papers; the layers are written here.
 [choice] Convolutions followed by instance normalisation have no bias:
 the released code gives them one, but IN subtracts the per-channel mean,
 so such a bias has no effect and a zero gradient (it would never train).
+Likewise the critics' last convolution has no bias: a constant added to
+every score cancels in WGAN-GP and in RaGAN-LS.
 The parameter counts are the released architectures' minus these biases
 (tests/test_deblurgan.py computes both).
 
@@ -391,7 +393,10 @@ class PatchDiscriminator(keras.Model):
         self.convs = [_conv(ndf * m, 4, 2 if i < n_layers else 1,
                             use_bias=i == 0, name=f"conv{i + 1}")
                       for i, m in enumerate(mults)]
-        self.convs.append(_conv(1, 4, name=f"conv{n_layers + 2}"))
+        # No bias: a constant added to every score cancels in both the
+        # WGAN and the relativistic losses (its gradient is zero).
+        self.convs.append(_conv(1, 4, use_bias=False,
+                                name=f"conv{n_layers + 2}"))
         self.norm = InstanceNorm(name="norm")
 
     def build(self, input_shape=None):
