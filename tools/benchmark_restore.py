@@ -1,4 +1,5 @@
-"""Measures the UNIR restorer's inference throughput (images/s).
+"""Measures a restorer's inference throughput (images/s): UNIR, DeblurGAN
+or DeblurGAN-v2 (--variant).
 
 Example (the numbers in docs/performance.md, "UNIR restorer"):
 
@@ -97,7 +98,8 @@ def main(argv):
             "width": width, "threads": os.cpu_count(),
             "cpu": platform.processor() or platform.machine(),
             "avx512": cpu_isa(), "tensorflow": tf.__version__, "rows": rows}
-    print(f"restorer {info['variant']} width={width}; {os.cpu_count()} CPU threads; AVX-512: "
+    print(f"restorer {info['variant']} width={width}; {os.cpu_count()} "
+          f"CPU threads; AVX-512: "
           f"{' '.join(info['avx512']) or 'none'}; TensorFlow "
           f"{tf.__version__}\n")
     print("| size | batch | images/s | Mpixel/s |")

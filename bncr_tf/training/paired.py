@@ -114,7 +114,7 @@ class PairedTrainer:
     def step_value(self):
         return int(self.step.numpy())
 
-    # --- Pairs and losses -------------------------------------------------------
+    # --- Pairs and losses -----------------------------------------------------
 
     def make_pairs(self, x, seed):
         """y = q8(F(x, theta)) for sharp x in [-1, 1] (no gradient)."""
@@ -171,7 +171,7 @@ class PairedTrainer:
                             + values["G/mse"])
         return values
 
-    # --- Training ---------------------------------------------------------------
+    # --- Training -------------------------------------------------------------
 
     def train_iteration(self, reals, step):
         """Runs iteration `step` on per-replica sharp `reals`."""
