@@ -89,7 +89,7 @@ def fpn_released_count(w=64, f=128, taps=(16, 24, 40, 112, 192)):
 def test_deblurgan_generator_parameter_count():
     g = deblurgan.DeblurGANGenerator(ngf=64)
     g.build()
-    # 6,067,459 with the released biases; the 4,480 biases before IN go.
+    # 6,067,459 with the released biases; the 2,944 biases before IN go.
     assert deblurgan_released_count() == 6_067_459
     assert g.count_params() == (deblurgan_released_count()
                                 - deblurgan_in_biases())
