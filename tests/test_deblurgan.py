@@ -325,7 +325,6 @@ def test_folder_crops_are_cut_at_the_images_own_scale(tmp_path):
 
 # === One training step ===
 
-@pytest.mark.slow  # 2-4 min each on the shared 2 cores
 @pytest.mark.parametrize("variant", ["deblurgan", "deblurganv2"])
 def test_one_step_moves_every_trainable_variable(variant):
     _need("lpips_vgg")
@@ -363,7 +362,6 @@ def test_one_step_moves_every_trainable_variable(variant):
     assert grid.shape == (2 * 16, 3 * 16, 3)
 
 
-@pytest.mark.slow  # about a minute on the shared 2 cores
 def test_pairs_are_blurred_by_the_setting_and_quantised():
     _need("lpips_vgg")
     from bncr_tf.training import paired
@@ -387,7 +385,7 @@ def test_pairs_are_blurred_by_the_setting_and_quantised():
 
 # === End to end: trainer, resume, export, restore CLI ===
 
-@pytest.mark.slow
+@pytest.mark.slow  # 42 s on idle cores, 15 min under a load of 20
 def test_train_resume_export_and_restore_end_to_end(tmp_path):
     _need("lpips_vgg")
     from bncr_tf import restore
@@ -430,7 +428,6 @@ def test_train_resume_export_and_restore_end_to_end(tmp_path):
     assert np.abs(got.astype(float) - expect).max() <= 1
 
 
-@pytest.mark.slow
 def test_pairs_from_a_degrade_export(tmp_path):
     """--pairs_from: the pairs are exactly the export's degraded images
     for the export seeds drawn from the training seed."""
