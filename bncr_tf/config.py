@@ -53,13 +53,20 @@ class TrainConfig:
     # Model.
     variant: str = _f("bncrgan", "Model variant (bncr_tf.variants), or a "
                       "restoration model: unir or cyclegan "
-                      "(docs/restoration.md).")
+                      "(docs/restoration.md), deblurgan or "
+                      "deblurganv2 (docs/deblurgan.md).")
     degradation_from: str = _f("", "unir: a BNCR-GAN family run directory "
                                "whose frozen EMA G_k, G_n, G_q (with masks "
                                "and psi^g) are the measurement F "
                                "(BNCR-GAN+UNIR); '' = the true degradation "
                                "of --ambient_setting or --setting "
                                "(UNIR-dagger).")
+    pairs_from: str = _f("", "deblurgan, deblurganv2: a `degrade` "
+                         "SavedModel export (<run>/export/degrade or one "
+                         "version of it) that blurs the sharp --data into "
+                         "training pairs; '' = the true degradation of "
+                         "--ambient_setting or --setting, or "
+                         "--degradation_from (docs/deblurgan.md).")
     measurement_weight: float = _f(2.0, "unir: weight of the measurement "
                                    "reconstruction loss ||F(G(y_hat), "
                                    "theta) - y_hat||^2 (UNIR: 2).",
@@ -318,6 +325,9 @@ class TrainConfig:
             return self._validate_restoration()
         if self.degradation_from:
             raise UserError("--degradation_from is for --variant=unir")
+        if self.pairs_from:
+            raise UserError("--pairs_from is for --variant=deblurgan or "
+                            "deblurganv2")
         try:
             variants.get_variant(self.variant)
             for name in (self.setting, self.ambient_setting):
@@ -338,7 +348,9 @@ class TrainConfig:
         return self
 
     def _validate_restoration(self):
-        """Cross-field checks of a restoration model (--variant=unir)."""
+        """Cross-field checks of a restoration model (--variant=unir,
+        deblurgan, deblurganv2)."""
+        from bncr_tf import variants
         from bncr_tf.degradations import settings
         try:
             for name in (self.setting, self.ambient_setting):
@@ -358,10 +370,24 @@ class TrainConfig:
         if self.mixed_precision != "none":
             raise UserError(f"--variant={self.variant} trains in float32 "
                             f"only (--mixed_precision=none)")
+        paired = variants.is_paired(self.variant)
+        if self.pairs_from and not paired:
+            raise UserError("--pairs_from is for --variant=deblurgan or "
+                            "deblurganv2")
+        if self.pairs_from and self.degradation_from:
+            raise UserError("give one of --pairs_from and "
+                            "--degradation_from")
         if self.variant == "cyclegan":
             return self._validate_cyclegan()
-        if not self.degradation_from:
+        if not (self.degradation_from or self.pairs_from):
             true = settings.get_setting(self.ambient_setting or self.setting)
+            if true.is_clean and paired:
+                raise UserError(
+                    f"--variant={self.variant} needs a way to blur the "
+                    f"sharp --data into pairs: a degraded --setting (or "
+                    f"--ambient_setting), --pairs_from=<degrade export> or "
+                    f"--degradation_from=<BNCR-GAN run dir>; setting "
+                    f"{true.name} is clean")
             if true.is_clean:
                 raise UserError(
                     f"--variant={self.variant} needs a measurement F: the "

@@ -1215,3 +1215,84 @@ def make_train_dataset(source, resolution, batch_size, seed, shuffle=True,
 
     ds = ds.enumerate().map(finish, num_parallel_calls=tf.data.AUTOTUNE)
     return ds.prefetch(tf.data.AUTOTUNE)
+
+
+# --- Random crops of a sharp folder (paired restorers, issue 17) -------------
+
+DEFAULT_CROP_COUNT = 2048
+
+
+def crop_params(sizes, resolution, seed, count):
+    """(file, top, left) of crops 0..count-1 of R x R from images of
+    `sizes` [(h, w)]: crop i comes from image i mod n at a position drawn
+    from (seed, i) alone, so any prefix of a larger set is the smaller set.
+    Images whose shorter side is below R are given as their resized size.
+
+    Returns:
+      int64 [count, 3].
+    """
+    out = np.zeros((count, 3), np.int64)
+    for i in range(count):
+        rng = np.random.Generator(np.random.PCG64(
+            np.random.SeedSequence([seed, 0xC409, i])))
+        f = i % len(sizes)
+        h, w = sizes[f]
+        out[i] = (f, rng.integers(0, h - resolution + 1),
+                  rng.integers(0, w - resolution + 1))
+    return out
+
+
+def load_folder_crops(path, resolution, count=DEFAULT_CROP_COUNT, seed=0):
+    """R x R crops at the images' own scale from a folder of any sizes.
+
+    Paired restorers (DeblurGAN) learn blur at the scale the camera made
+    it, so their sharp images are cropped, not resized: every image file
+    directly or recursively under `path` is decoded (grey replicated,
+    alpha dropped); one whose shorter side is below R is first resized so
+    that it is R (the folder loader's rule, `_resize_crop`). Crops cycle
+    through the files in sorted order (`crop_params`).
+
+    Args:
+      path: the folder.
+      resolution: crop size R.
+      count: number of crops (>= 1).
+      seed: crop positions.
+    Returns:
+      uint8 [count, R, R, 3].
+    Raises:
+      DataError: no decodable image in the folder.
+    """
+    root = _expand(path)
+    if not os.path.isdir(root):
+        raise DataError(f"{path} is not a directory")
+    images, skipped = [], []
+    for name in _list_files(root):
+        if os.path.splitext(name)[1].lower() not in IMAGE_EXTENSIONS:
+            continue
+        try:
+            with open(os.path.join(root, name), "rb") as f:
+                image = _decode_float(tf.constant(f.read()))
+        except (OSError, tf.errors.OpError, ValueError):
+            skipped.append(name)
+            continue
+        h, w = image.shape[:2]
+        if h * w > MAX_IMAGE_PIXELS:
+            skipped.append(name)
+            continue
+        if min(h, w) < resolution:
+            short = min(h, w)
+            size = [max(resolution, (2 * h * resolution + short)
+                        // (2 * short)),
+                    max(resolution, (2 * w * resolution + short)
+                        // (2 * short))]
+            image = tf.image.resize(image, size, "bilinear", antialias=True)
+        images.append(_to_uint8(image).numpy())
+    if skipped:
+        logger.warning("%s: %d file(s) not decodable or too large, e.g. "
+                       "%s", path, len(skipped), skipped[0])
+    if not images:
+        raise DataError(f"no decodable image in {path}")
+    params = crop_params([im.shape[:2] for im in images], resolution, seed,
+                         count)
+    r = resolution
+    return np.stack([images[f][t:t + r, s:s + r] for f, t, s in params])

@@ -151,11 +151,25 @@ def build_discriminator(config):
 
 
 def build_restorer(config, name="G"):
-    """The restorer G of a restoration run, built: UNIR's (--variant=unir)
-    or CycleGAN's G (--variant=cyclegan); its width is --width (ngf)."""
+    """The restorer G of a restoration run, built: UNIR's (--variant=unir,
+    width = ngf), CycleGAN's G (--variant=cyclegan, ngf = --width),
+    DeblurGAN's ResNet (ngf = --width) or DeblurGAN-v2's FPN (heads
+    W = --width, pyramid 2 W; EfficientNet-Lite0 weights loaded)."""
     if config.variant == "cyclegan":
         from bncr_tf.training import cyclegan
         return cyclegan.build_generator(config, name)
+    if config.variant == "deblurgan":
+        from bncr_tf.networks import deblurgan
+        g = deblurgan.DeblurGANGenerator(ngf=config.width, name=name)
+        g.build()
+        return g
+    if config.variant == "deblurganv2":
+        from bncr_tf.networks import deblurgan
+        g = deblurgan.FPNGenerator(num_filters=config.width,
+                                   num_filters_fpn=2 * config.width,
+                                   name=name)
+        g.build()
+        return g
     from bncr_tf.networks import restorer
     g = restorer.Restorer(ngf=config.width, name=name)
     g.build()

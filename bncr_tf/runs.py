@@ -129,7 +129,8 @@ def load_restorer(run_dir, checkpoint=None, warn=None):
     config = load_config(run_dir)
     if not variants.is_restoration(config.variant):
         raise UserError(f"{run_dir} is a {config.variant} run, not a "
-                        f"restoration run (--variant=unir or cyclegan)")
+                        f"restoration run (--variant=unir, cyclegan, "
+                        f"deblurgan or deblurganv2)")
     g = models.build_restorer(config)
     ckpt = tf.train.Checkpoint(G=models.checkpoint_variables(g))
     if checkpoint in (None, "", "latest"):

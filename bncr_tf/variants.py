@@ -132,6 +132,10 @@ RESTORATION_MODELS = {
     "cyclegan": "CycleGAN with set-level supervision (the setting's clean "
                 "vs degraded images; needs a partly clean setting, e.g. O, "
                 "P, Q)",
+    "deblurgan": "DeblurGAN (supervised on (sharp, blurred) pairs; "
+                 "docs/deblurgan.md)",
+    "deblurganv2": "DeblurGAN-v2 (FPN on EfficientNet-Lite0, supervised on "
+                   "pairs; docs/deblurgan.md)",
 }
 
 # Defaults of flags the user did not give for a restoration model (the
@@ -144,6 +148,13 @@ RESTORATION_DEFAULTS = {
     # Adam 2e-4, beta1 0.5, the same rate for G, F and both Ds; no EMA.
     "cyclegan": {"lr": 2e-4, "d_lr_scale": 1.0, "beta1": 0.5,
                  "beta2": 0.999, "ema_decay": 0.0},
+    # DeblurGAN: Adam 1e-4, beta1 0.5 (options/train_options.py);
+    # DeblurGAN-v2: Adam 1e-4 with torch's default betas (config.yaml).
+    # Both: width 64 (ngf / the heads' W), no EMA.
+    "deblurgan": {"lr": 1e-4, "d_lr_scale": 1.0, "beta1": 0.5,
+                  "beta2": 0.999, "ema_decay": 0.0, "width": 64},
+    "deblurganv2": {"lr": 1e-4, "d_lr_scale": 1.0, "beta1": 0.9,
+                    "beta2": 0.999, "ema_decay": 0.0, "width": 64},
 }
 
 
@@ -165,6 +176,48 @@ def no_clean_reason(setting):
         return (f"setting {setting.name} applies {' and '.join(full)} to "
                 f"every image, so no training image is clean")
     return None
+
+
+@dataclasses.dataclass(frozen=True)
+class PairedModel:
+    """A supervised restorer trained on (sharp, blurred) pairs.
+
+    Attributes:
+      name: registry key.
+      critic_steps: D updates per G update (on the same batch).
+      adversarial: "wgan_gp" or "ragan_ls".
+      adv_weight: weight of G's adversarial loss.
+      perceptual_weight: weight of the VGG conv3_3 feature MSE.
+      mse_weight: weight of the pixel MSE (images in [0, 1]).
+      gp_weight: WGAN-GP's lambda (unused by RaGAN-LS).
+    """
+
+    name: str
+    critic_steps: int
+    adversarial: str
+    adv_weight: float
+    perceptual_weight: float
+    mse_weight: float
+    gp_weight: float = 0.0
+
+
+# DeblurGAN: WGAN-GP, lambda 10, 5 critic steps, 100 x perceptual.
+# DeblurGAN-v2: the paper's RaGAN-LS at 0.01 (the released config.yaml
+# uses WGAN-GP at 0.001), 0.5 MSE + 0.006 perceptual (models/losses.py).
+PAIRED_MODELS = {
+    "deblurgan": PairedModel("deblurgan", critic_steps=5,
+                             adversarial="wgan_gp", adv_weight=1.0,
+                             perceptual_weight=100.0, mse_weight=0.0,
+                             gp_weight=10.0),
+    "deblurganv2": PairedModel("deblurganv2", critic_steps=1,
+                               adversarial="ragan_ls", adv_weight=0.01,
+                               perceptual_weight=0.006, mse_weight=0.5),
+}
+
+
+def is_paired(name):
+    """True for the supervised restorers of `PAIRED_MODELS`."""
+    return name in PAIRED_MODELS
 
 
 def is_restoration(name):

@@ -1,4 +1,5 @@
-"""Measures the UNIR restorer's inference throughput (images/s).
+"""Measures a restorer's inference throughput (images/s): UNIR, DeblurGAN
+or DeblurGAN-v2 (--variant).
 
 Example (the numbers in docs/performance.md, "UNIR restorer"):
 
@@ -33,6 +34,8 @@ from absl import flags  # noqa: E402
 
 FLAGS = flags.FLAGS
 flags.DEFINE_integer("width", 8, "ngf of a random restorer.", lower_bound=1)
+flags.DEFINE_string("variant", "unir", "Restorer of a random run: unir, "
+                    "deblurgan or deblurganv2 (its --width).")
 flags.DEFINE_string("model", "", "A restoration run directory instead.")
 flags.DEFINE_string("sizes", "32,128,512", "Image sizes (square).")
 flags.DEFINE_integer("batch", 16, "Images per call at 32 px.", lower_bound=1)
@@ -67,7 +70,8 @@ def main(argv):
         width = config.width
     else:
         width = FLAGS.width
-        g = models.build_restorer(TrainConfig(variant="unir", width=width))
+        g = models.build_restorer(TrainConfig(variant=FLAGS.variant,
+                                              width=width))
 
     @tf.function(input_signature=[
         tf.TensorSpec([None, None, None, 3], tf.float32)])
@@ -90,10 +94,12 @@ def main(argv):
         rows.append({"size": size, "batch": b, "seconds": t,
                      "images_per_s": b / t,
                      "megapixels_per_s": b * size * size / t / 1e6})
-    info = {"width": width, "threads": os.cpu_count(),
+    info = {"variant": FLAGS.model and config.variant or FLAGS.variant,
+            "width": width, "threads": os.cpu_count(),
             "cpu": platform.processor() or platform.machine(),
             "avx512": cpu_isa(), "tensorflow": tf.__version__, "rows": rows}
-    print(f"restorer ngf={width}; {os.cpu_count()} CPU threads; AVX-512: "
+    print(f"restorer {info['variant']} width={width}; {os.cpu_count()} "
+          f"CPU threads; AVX-512: "
           f"{' '.join(info['avx512']) or 'none'}; TensorFlow "
           f"{tf.__version__}\n")
     print("| size | batch | images/s | Mpixel/s |")

