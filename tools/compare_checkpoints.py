@@ -90,6 +90,11 @@ CASES = {
         "--variant=bncrgan", "--setting=N",
         "--clean_reference=builtin:skimage_patches:count=64",
         "--clean_reference_seed=1"),
+    # Restoration models (their trainers share training/restorer_base.py).
+    "unir-N": ("--variant=unir", "--setting=N"),
+    "cyclegan-P": ("--variant=cyclegan", "--setting=P"),
+    "deblurgan-C": ("--variant=deblurgan", "--setting=C"),
+    "deblurganv2-C": ("--variant=deblurganv2", "--setting=C"),
 }
 
 # Fields of stats.jsonl that depend on wall-clock time.

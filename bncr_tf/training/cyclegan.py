@@ -34,6 +34,7 @@ from bncr_tf import variants
 from bncr_tf.errors import UserError
 from bncr_tf.networks import cyclegan as networks
 from bncr_tf.training import grids
+from bncr_tf.training import restorer_base
 
 STAGES = variants.DEGRADATION_STAGES
 
@@ -140,7 +141,7 @@ def build_discriminator(config, name):
     return d
 
 
-class CycleGANTrainer:
+class CycleGANTrainer(restorer_base.RestorerTrainer):
     """G, F, D_x, D_y, the pools, optimisers and the compiled iteration.
 
     Build it inside `strategy.scope()`; the interface is the one
@@ -216,14 +217,6 @@ class CycleGANTrainer:
         self._monitor_y = tf.constant(
             np.asarray(self.degraded_images[:config.grid_size], np.float32)
             / 127.5 - 1.0)
-
-    def _optimizer(self, name, lr):
-        c = self.config
-        return keras.optimizers.Adam(learning_rate=lr, beta_1=c.beta1,
-                                     beta_2=c.beta2, name=name)
-
-    def step_value(self):
-        return int(self.step.numpy())
 
     # --- Data -------------------------------------------------------------------
 
@@ -327,10 +320,6 @@ class CycleGANTrainer:
         x_hat = self.G(self._monitor_y)
         return {"Restoration/grid_change": float(tf.reduce_mean(
             tf.abs(x_hat - self._monitor_y))) * 127.5}
-
-    def histograms(self, step):
-        del step
-        return {}
 
     def grid(self, rows):
         """y | G(y) | F(G(y)) of the first `rows` degraded training images

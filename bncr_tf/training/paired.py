@@ -34,6 +34,7 @@ from bncr_tf import pairs
 from bncr_tf import variants as variants_lib
 from bncr_tf.networks import deblurgan
 from bncr_tf.training import grids
+from bncr_tf.training import restorer_base
 
 
 def _fold(seed, salt):
@@ -59,7 +60,7 @@ def psnr(a, b):
                           / tf.math.log(10.0))
 
 
-class PairedTrainer:
+class PairedTrainer(restorer_base.RestorerTrainer):
     """G, D, F, phi, optimisers and the compiled paired iteration.
 
     Build it inside `strategy.scope()`.
@@ -78,41 +79,15 @@ class PairedTrainer:
         self.replicas = strategy.num_replicas_in_sync
         keras.utils.set_random_seed(config.seed)
         self.F = pairs.build_pair_maker(config)
-        self.G = models_lib.build_restorer(config)
-        self.D = build_critic(config)
+        G = models_lib.build_restorer(config)
+        D = build_critic(config)
         self.phi = deblurgan.VGGConv33(name="phi")
-        self.restorer = self.G
-        self.opt_g = self._optimizer("opt_G", config.lr)
-        self.opt_d = self._optimizer("opt_D", config.lr * config.d_lr_scale)
-        self.opt_g.build(self.G.trainable_variables)
-        self.opt_d.build(self.D.trainable_variables)
-        self.step = tf.Variable(0, dtype=tf.int64, trainable=False,
-                                name="step")
-        self._tracked = dict(
-            step=self.step, opt_D=self.opt_d, opt_G=self.opt_g,
-            D=models_lib.checkpoint_variables(self.D),
-            G=models_lib.checkpoint_variables(self.G))
-        self.checkpoint = tf.train.Checkpoint(**self._tracked)
-        signature = None if self.replicas > 1 else [
-            tf.TensorSpec([None, config.resolution, config.resolution, 3],
-                          tf.float32),
-            tf.TensorSpec([2], tf.int64)]
-        self._iteration = tf.function(
-            self._iteration_fn, jit_compile=config.jit_compile or None,
-            input_signature=signature)
+        self.setup_players(config, G, D)
         rows = config.grid_size
         self._monitor_x = tf.constant(
             np.asarray(images[:rows], np.float32) / 127.5 - 1.0)
         self._monitor_y = self.make_pairs(
             self._monitor_x, tf.constant([config.seed, -3], tf.int64))
-
-    def _optimizer(self, name, lr):
-        c = self.config
-        return keras.optimizers.Adam(learning_rate=lr, beta_1=c.beta1,
-                                     beta_2=c.beta2, name=name)
-
-    def step_value(self):
-        return int(self.step.numpy())
 
     # --- Pairs and losses -----------------------------------------------------
 
@@ -173,25 +148,6 @@ class PairedTrainer:
 
     # --- Training -------------------------------------------------------------
 
-    def train_iteration(self, reals, step):
-        """Runs iteration `step` on per-replica sharp `reals`."""
-        seed = tf.constant([self.config.seed, step], tf.int64)
-        return self._iteration(reals, seed)
-
-    def _iteration_fn(self, reals, seed):
-        per_replica = self.strategy.run(self._replica_step, (reals, seed))
-        values = {k: self.strategy.reduce(tf.distribute.ReduceOp.MEAN, v,
-                                          axis=None)
-                  for k, v in per_replica.items()}
-        self.step.assign_add(1)
-        return values
-
-    def _apply(self, opt, loss, variables, tape):
-        # Each replica's share of the mean over replicas.
-        grads = [g / self.replicas for g in tape.gradient(loss, variables)]
-        opt.apply(grads, variables)
-        return tf.linalg.global_norm(grads) * self.replicas
-
     def _d_step(self, x, fake, seed):
         """One update of D; returns its loss values."""
         with tf.GradientTape() as tape:
@@ -234,10 +190,6 @@ class PairedTrainer:
                 float(psnr(x_hat, self._monitor_x)),
                 "Restoration/grid_psnr_blurred":
                 float(psnr(self._monitor_y, self._monitor_x))}
-
-    def histograms(self, step):
-        del step
-        return {}
 
     def grid(self, rows):
         """blurred | restored | sharp of the first `rows` training images

@@ -28,13 +28,14 @@ from bncr_tf import losses
 from bncr_tf import measurement as measurement_lib
 from bncr_tf import models as models_lib
 from bncr_tf.training import grids
+from bncr_tf.training import restorer_base
 
 
 def _seed_pair(seed, salt):
     return tf.random.experimental.stateless_fold_in(seed, salt)
 
 
-class RestorationTrainer:
+class RestorationTrainer(restorer_base.RestorerTrainer):
     """G, D, F, optimisers and the compiled UNIR iteration.
 
     Build it inside `strategy.scope()`.
@@ -52,59 +53,13 @@ class RestorationTrainer:
         self.replicas = strategy.num_replicas_in_sync
         keras.utils.set_random_seed(config.seed)
         self.F = measurement_lib.build_measurement(config)
-        self.G = models_lib.build_restorer(config)
-        self.D = models_lib.build_discriminator(config)
-        self.restorer = self.G
-        self.opt_g = self._optimizer("opt_G", config.lr)
-        self.opt_d = self._optimizer("opt_D", config.lr * config.d_lr_scale)
-        self.opt_g.build(self.G.trainable_variables)
-        self.opt_d.build(self.D.trainable_variables)
-        self.step = tf.Variable(0, dtype=tf.int64, trainable=False,
-                                name="step")
-        self._tracked = dict(
-            step=self.step, opt_D=self.opt_d, opt_G=self.opt_g,
-            D=models_lib.checkpoint_variables(self.D),
-            G=models_lib.checkpoint_variables(self.G))
-        self.checkpoint = tf.train.Checkpoint(**self._tracked)
-        signature = None if self.replicas > 1 else [
-            tf.TensorSpec([None, config.resolution, config.resolution, 3],
-                          tf.float32),
-            tf.TensorSpec([2], tf.int64)]
-        self._iteration = tf.function(
-            self._iteration_fn, jit_compile=config.jit_compile or None,
-            input_signature=signature)
+        self.setup_players(config, models_lib.build_restorer(config),
+                           models_lib.build_discriminator(config))
         rows = config.grid_size
         self._monitor_y = tf.constant(
             np.asarray(images[:rows], np.float32) / 127.5 - 1.0)
 
-    def _optimizer(self, name, lr):
-        c = self.config
-        return keras.optimizers.Adam(learning_rate=lr, beta_1=c.beta1,
-                                     beta_2=c.beta2, name=name)
-
-    def step_value(self):
-        return int(self.step.numpy())
-
     # --- Training ---------------------------------------------------------------
-
-    def train_iteration(self, reals, step):
-        """Runs iteration `step` on per-replica degraded `reals`."""
-        seed = tf.constant([self.config.seed, step], tf.int64)
-        return self._iteration(reals, seed)
-
-    def _iteration_fn(self, reals, seed):
-        per_replica = self.strategy.run(self._replica_step, (reals, seed))
-        values = {k: self.strategy.reduce(tf.distribute.ReduceOp.MEAN, v,
-                                          axis=None)
-                  for k, v in per_replica.items()}
-        self.step.assign_add(1)
-        return values
-
-    def _apply(self, opt, loss, variables, tape):
-        # Each replica's share of the mean over replicas.
-        grads = [g / self.replicas for g in tape.gradient(loss, variables)]
-        opt.apply(grads, variables)
-        return tf.linalg.global_norm(grads) * self.replicas
 
     def measure_pair(self, y, seed, training=True):
         """(x_hat, y_hat, y_back) of one G step (exposed for tests)."""
@@ -149,10 +104,6 @@ class RestorationTrainer:
         x_hat = self.G(self._monitor_y, training=False)
         return {"Restoration/grid_change": float(tf.reduce_mean(
             tf.abs(x_hat - self._monitor_y))) * 127.5}
-
-    def histograms(self, step):
-        del step
-        return {}
 
     def grid(self, rows):
         """y | x_hat | F(x_hat) of the first `rows` training images
