@@ -30,17 +30,14 @@ from bncr_tf.errors import UserError
 
 def _version_dir(path):
     """`path` itself when it is a SavedModel, else its newest numbered
-    version directory."""
-    if os.path.isfile(os.path.join(path, "saved_model.pb")):
-        return path
-    versions = sorted((int(v) for v in os.listdir(path) if v.isdigit()),
-                      reverse=True) if os.path.isdir(path) else []
-    for v in versions:
-        candidate = os.path.join(path, str(v))
-        if os.path.isfile(os.path.join(candidate, "saved_model.pb")):
-            return candidate
-    raise UserError(f"--pairs_from={path} is not a degrade export (no "
-                    f"saved_model.pb in it or in a numbered version)")
+    version directory (`metrics.evaluation.resolve_export_dir`)."""
+    from bncr_tf.metrics import evaluation
+    try:
+        return evaluation.resolve_export_dir(path)
+    except UserError:
+        raise UserError(f"--pairs_from={path} is not a degrade export (no "
+                        f"saved_model.pb in it or in a numbered "
+                        f"version)") from None
 
 
 class ExportMeasurement:
