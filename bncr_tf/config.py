@@ -82,6 +82,10 @@ class TrainConfig:
                         "image pool (CycleGAN: 50; 0 = off).", lower=0)
     width: int = _f(128, "Channels of G_x, G_n and D (128 = NR-GAN).",
                     lower=1)
+    residual_factor: float = _f(0.1, "Scale of the residual branch of "
+                                "every ResNet block of G_x and D (0.1 = "
+                                "NR-GAN; [choice] for short runs, "
+                                "docs/results.md).", lower=0.0)
     z_dim: int = _f(128, "Size of each latent z_x, z_k, z_n, z_q.",
                     lower=1)
     kernel_size: int = _f(0, "Blur kernel size K of G_k (odd); 0 = 7 below "

@@ -46,6 +46,7 @@ def build_generators(config, name_suffix=""):
     else:
         g_x = networks.ImageGenerator(resolution=r, z_dim=z,
                                       width=config.width,
+                                      residual_factor=config.residual_factor,
                                       name="G_x" + name_suffix)
     gens = synthesis.Generators(
         G_x=g_x, variant=v, noise_prior=v.noise_prior,
@@ -144,6 +145,7 @@ def build_discriminator(config):
     """Builds D for the config's resolution and width."""
     d = networks.Discriminator(resolution=config.resolution,
                                width=config.width,
+                               residual_factor=config.residual_factor,
                                highpass=config.d_highpass,
                                block_grid=config.d_block_grid, name="D")
     d.build((None, config.resolution, config.resolution, 3))

@@ -142,6 +142,39 @@ def test_setting_probe_tool_tiny(tmp_path, capsys):
     assert "--held_out" in capsys.readouterr().err
 
 
+def test_setting_probe_tool_fakes_from_a_run(tmp_path, capsys):
+    """--fake_run: the fakes are a trained run's G_x samples (one per real
+    image, as the grids store them), and D's residual factor is a flag."""
+    from bncr_tf.training import loop
+    from bncr_tf.training.config import TrainConfig
+    run_dir = loop.train(TrainConfig(
+        variant="gan", setting="A", data="builtin:skimage_patches:count=64",
+        width=8, d_batch=8, g_batch=8, iterations=2, log_every=1,
+        grid_every=2, checkpoint_every=2, export_at_end=False,
+        outdir=str(tmp_path / "runs"), run_name="g",
+        resume="none").validate_all())
+    tool = _tool("probe_setting_discriminator")
+    fakes = tool.run_samples_uint8(run_dir, 40, ema=False)
+    assert fakes.shape == (40, 32, 32, 3) and fakes.dtype == np.uint8
+    # Not constant: G_x's samples, not a fill value; the latents are fixed.
+    assert fakes.std() > 1.0
+    np.testing.assert_array_equal(
+        fakes, tool.run_samples_uint8(run_dir, 40, ema=False))
+    out = tmp_path / "probe.json"
+    assert tool.main(["--steps=2", "--log_every=1", "--width=8",
+                      "--batch=8", "--data=builtin:skimage_patches:count=64",
+                      "--held_out=16", "--residual_factor=1",
+                      f"--fake_run={run_dir}", f"--out={out}"]) == 0
+    result = json.loads(out.read_text())
+    assert set(result["curves"]) == {"G_x"}
+    assert result["args"]["residual_factor"] == 1.0
+    capsys.readouterr()
+    assert tool.main(["--fake_run=/no/such/run", f"--out={out}",
+                      "--data=builtin:skimage_patches:count=64",
+                      "--held_out=16"]) == 2
+    assert "--fake_run" in capsys.readouterr().err
+
+
 def test_comparison_runs_and_table():
     tool = _tool("run_fmnist_comparison")
     assert tool.parse_runs("N:gan:0,D:brgan:1") == [("N", "gan", 0),

@@ -61,17 +61,19 @@ def relu(x):
 def np_up_block(x, block):
     h = np_conv(np_up(relu(x)), block.conv1)
     h = np_conv(relu(h), block.conv2)
-    return np_conv(np_up(x), block.shortcut) + 0.1 * h
+    return np_conv(np_up(x), block.shortcut) + block.residual_factor * h
 
 
 def np_down_block(x, block):
     if block.first:
         h = np_conv(relu(np_conv(x, block.conv1)), block.conv2)
-        return np_conv(np_pool(x), block.shortcut) + 0.1 * np_pool(h)
+        return (np_conv(np_pool(x), block.shortcut)
+                + block.residual_factor * np_pool(h))
     h = np_conv(relu(np_conv(relu(x), block.conv1)), block.conv2)
     if block.downsample:
-        return np_pool(np_conv(x, block.shortcut)) + 0.1 * np_pool(h)
-    return x + 0.1 * h
+        return (np_pool(np_conv(x, block.shortcut))
+                + block.residual_factor * np_pool(h))
+    return x + block.residual_factor * h
 
 
 def np_dense(x, layer):
@@ -187,8 +189,30 @@ def test_nearest_upsample_and_mean_pool_layers():
                                atol=1e-6)
 
 
-def test_tiny_generator_and_discriminator_match_numpy():
-    g = N.ImageGenerator(resolution=8, z_dim=5, width=3)
+def test_blocks_default_to_nrgan_residual_factor():
+    assert L.RESIDUAL_FACTOR == 0.1
+    assert all(b.residual_factor == 0.1
+               for b in N.Discriminator(resolution=16, width=4).blocks)
+
+
+@pytest.mark.parametrize("residual_factor", [None, 1.0])
+def test_tiny_generator_and_discriminator_match_numpy(residual_factor):
+    """residual_factor None: NR-GAN's 0.1; 1.0: --residual_factor=1, as
+    the training config builds G_x and D (models.build_*)."""
+    if residual_factor is None:
+        g = N.ImageGenerator(resolution=8, z_dim=5, width=3)
+        d = N.Discriminator(resolution=16, width=4)
+    else:
+        from bncr_tf import models
+        from bncr_tf.training.config import TrainConfig
+        config = TrainConfig(variant="gan", resolution=16, width=4, z_dim=5,
+                             residual_factor=residual_factor)
+        d = models.build_discriminator(config)
+        g = N.ImageGenerator(resolution=8, z_dim=5, width=3,
+                             residual_factor=residual_factor)
+        gx = models.build_generators(config).G_x
+        assert [b.residual_factor for b in gx.blocks] == [1.0, 1.0]
+        assert [b.residual_factor for b in d.blocks] == [1.0] * 3
     z = _normal(2, 5, seed=2)
     x = np.asarray(g(z))
     h = np_dense(z.astype(np.float64), g.stem).reshape(2, 4, 4, 3)
@@ -196,7 +220,6 @@ def test_tiny_generator_and_discriminator_match_numpy():
     ref = np.tanh(np_conv(relu(h), g.head))
     np.testing.assert_allclose(x, ref, atol=1e-5)
 
-    d = N.Discriminator(resolution=16, width=4)
     y = _normal(3, 16, 16, 3, seed=3)
     logits = np.asarray(d(y))
     h = y.astype(np.float64)

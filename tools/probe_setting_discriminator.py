@@ -21,6 +21,14 @@ A D that separates a pair here within a few hundred steps has the
 capacity to see that degradation; if a GAN-trained D of the same shape
 does not react to it (tools/probe_hiding.py), the cause is the training
 dynamics, not the architecture.
+
+With --fake_run=RUN_DIR the fakes are instead the samples of a trained
+run's G_x (raw weights; --fake_ema for the EMA copy), one image per
+real: how fast does a fresh D tell real patches from what the GAN
+learned? (docs/results.md, Experiment 3, session 10:
+--residual_factor is the scale of D's residual branches.)
+
+    python tools/probe_setting_discriminator.py --fake_run=runs/00001-...
 """
 
 import json
@@ -98,6 +106,7 @@ def probe(real_u8, fake_u8, args, label):
 
     keras.utils.set_random_seed(args.seed)
     D = Discriminator(resolution=args.resolution, width=args.width,
+                      residual_factor=args.residual_factor,
                       highpass=args.d_highpass, block_grid=args.d_block_grid)
     D(tf.zeros([2, args.resolution, args.resolution, 3]))
     opt = keras.optimizers.Adam(args.lr, beta_1=0.0, beta_2=0.99)
@@ -134,6 +143,20 @@ def probe(real_u8, fake_u8, args, label):
     return curve, held
 
 
+def run_samples_uint8(run_dir, count, ema):
+    """count uint8 samples [count, R, R, 3] of a run's G_x (fixed latents),
+    rounded as the grids round them."""
+    from bncr_tf import runs, synthesis
+    from bncr_tf.training import grids
+    config, gens, _ = runs.load_generators(run_dir, ema=ema)
+    chunks = []
+    for start in range(0, count, 256):
+        n = min(256, count - start)
+        z = synthesis.sample_latents(n, config.z_dim, [5, start])
+        chunks.append(np.asarray(grids.to_uint8(gens.G_x(z["z_x"]))))
+    return np.concatenate(chunks)
+
+
 def main(argv=None):
     import argparse
     p = argparse.ArgumentParser(
@@ -154,6 +177,14 @@ def main(argv=None):
                    help="High-pass input scale of D (0 = NR-GAN's D).")
     p.add_argument("--d_block_grid", type=float, default=0.0,
                    help="Block-grid input scale of D (0 = NR-GAN's D).")
+    p.add_argument("--residual_factor", type=float, default=0.1,
+                   help="Scale of D's residual branches (0.1 = NR-GAN).")
+    p.add_argument("--fake_run", default="",
+                   help="A run directory: the fakes are its G_x's samples "
+                   "(one per real image) instead of --fake_settings.")
+    p.add_argument("--fake_ema", action="store_true",
+                   help="With --fake_run: sample the EMA G_x (default: the "
+                   "raw training weights).")
     p.add_argument("--steps", type=int, default=1000)
     p.add_argument("--log_every", type=int, default=100)
     p.add_argument("--held_out", type=int, default=512,
@@ -180,6 +211,18 @@ def main(argv=None):
         return 2
     real_u8 = loop.degrade_in_memory(clean, real_setting, 0)
     result = {"args": vars(args), "curves": {}, "held_out_accuracy": {}}
+    if args.fake_run:
+        try:
+            fake_u8 = run_samples_uint8(args.fake_run, len(real_u8),
+                                        args.fake_ema)
+        except Exception as e:  # noqa: BLE001 (any load failure: one line)
+            print(f"error: --fake_run: {e}", file=sys.stderr)
+            return 2
+        label = f"{real_setting.name} vs G_x of {args.fake_run}"
+        curve, held = probe(real_u8, fake_u8, args, label)
+        result["curves"]["G_x"] = curve
+        result["held_out_accuracy"]["G_x"] = held
+        fake_settings = []
     for setting in fake_settings:
         fake_u8 = loop.degrade_in_memory(clean, setting, 0)
         label = f"{real_setting.name} vs {setting.name}"
