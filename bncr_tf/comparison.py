@@ -16,7 +16,10 @@ statistics and, on the same images, the degradation statistics of
 blockiness). The result is cached in the run's `fid.json` with a key
 (checkpoint, features, reference, samples, data), so rescoring an
 unchanged run is free; the FIDs and statistics of the clean and degraded
-training images are cached in `<out>/cache/data_scores.json`.
+training images are cached in `<out>/cache/data_scores.json`. With an
+--extractor other than the tool's default, every such file (and
+`summary.json`, `table.md`) is named with the suffix `-<extractor>`, so
+one set of runs is scored on several feature networks side by side.
 
 Models (`MODELS`): every registered variant of `bncr_tf.variants` by its
 name, plus the tool's rows
@@ -186,6 +189,30 @@ def check_runs(runs):
                 f"{' and '.join(present)} only")
         if model.restorer:
             restore_lib.check_restorable(setting, model.restorer)
+
+
+def check_commands(runs, args):
+    """Parses each run's training command with `bncr_tf.train`'s flags
+    and validates the config, so a bad --train_flags (an unknown flag, a
+    bad value) stops the tool before any run starts.
+
+    Raises:
+      ValueError: naming the run and the flag.
+    """
+    from absl import flags
+    from bncr_tf import train
+    for setting, model, seed in runs:
+        cmd = train_command(setting, model, seed, args, "/runs")
+        values = flags.FlagValues()
+        train.define_flags(values)
+        try:
+            values(["bncr_tf.train"] + cmd[3:])
+            train.config_from_flags(values)
+        except (flags.Error, ValueError, UserError) as e:
+            raise ValueError(
+                f"the training command of {run_name(setting, model, seed)} "
+                f"(with --train_flags={args.train_flags!r}) is refused: "
+                f"{e}") from None
 
 
 def run_name(setting, model, seed):
@@ -508,12 +535,13 @@ class Scorer:
     """FIDs and degradation statistics of the training data and of runs,
     with caches (see the module doc)."""
 
-    def __init__(self, args, out, stats=True):
+    def __init__(self, args, out, stats=True, suffix=""):
         import numpy as np
         from bncr_tf import data
         from bncr_tf.metrics import features
         from bncr_tf.metrics import reference
         self.args, self.out, self.stats = args, out, stats
+        self.suffix = suffix
         self.classifier_info = None
         if args.extractor == "classifier":
             path = ensure_classifier(args)
@@ -566,7 +594,8 @@ class Scorer:
         from bncr_tf.degradations import settings as settings_lib
         from bncr_tf.metrics import degradation_stats as ds
         from bncr_tf.training import loop
-        path = os.path.join(self.out, "cache", "data_scores.json")
+        path = os.path.join(self.out, "cache",
+                            f"data_scores{self.suffix}.json")
         cache = {}
         if os.path.isfile(path):
             with open(path) as f:
@@ -615,7 +644,7 @@ class Scorer:
         ckpt = runs_lib.checkpoint_path(run_dir, None)
         key = dict(self.key, checkpoint=os.path.relpath(ckpt, run_dir),
                    seed=0)
-        fid_path = os.path.join(run_dir, "fid.json")
+        fid_path = os.path.join(run_dir, f"fid{self.suffix}.json")
         old = {}
         if os.path.isfile(fid_path):
             with open(fid_path) as f:
@@ -653,9 +682,9 @@ class Scorer:
         return record
 
 
-def evaluate(runs, args, out, stats=True):
+def evaluate(runs, args, out, stats=True, suffix=""):
     """Scores every run and the data; returns the summary dict."""
-    scorer = Scorer(args, out, stats=stats)
+    scorer = Scorer(args, out, stats=stats, suffix=suffix)
     settings = []
     for r in runs:
         if r[0] not in settings:
@@ -746,6 +775,10 @@ def main(argv, doc, defaults, layout="full"):
         formatter_class=argparse.ArgumentDefaultsHelpFormatter)
     add_flags(p, defaults)
     args = p.parse_args(argv)
+    # Scores on another extractor than the tool's default go to files of
+    # their own, so one set of runs can be scored on several.
+    suffix = ("" if args.extractor == p.get_default("extractor")
+              else f"-{args.extractor}")
     from bncr_tf import cli
     try:
         runs = parse_runs(args.runs)
@@ -754,6 +787,7 @@ def main(argv, doc, defaults, layout="full"):
             if getattr(args, flag) < 1:
                 raise ValueError(f"--{flag} must be >= 1")
         shlex.split(args.train_flags)
+        check_commands(runs, args)
     except ValueError as e:
         return cli.error(e)
     out = os.path.abspath(args.out)
@@ -768,10 +802,11 @@ def main(argv, doc, defaults, layout="full"):
             print(f"error: {e}", file=sys.stderr)
             return 1
     try:
-        summary = evaluate(runs, args, out, stats=layout == "full")
+        summary = evaluate(runs, args, out, stats=layout == "full",
+                           suffix=suffix)
     except UserError as e:
         return cli.error(e)
-    with open(os.path.join(out, "summary.json"), "w") as f:
+    with open(os.path.join(out, f"summary{suffix}.json"), "w") as f:
         json.dump(summary, f, indent=2)
         f.write("\n")
     if layout == "fmnist":
@@ -779,7 +814,7 @@ def main(argv, doc, defaults, layout="full"):
                             summary["classifier"])
     else:
         text = full_table(summary)
-    with open(os.path.join(out, "table.md"), "w") as f:
+    with open(os.path.join(out, f"table{suffix}.md"), "w") as f:
         f.write(text)
     print(text)
     return 0

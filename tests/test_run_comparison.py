@@ -169,6 +169,10 @@ def test_bad_input_stops_before_any_work(tmp_path, capsys):
     assert tool.main([f"--out={out}", "--runs=N:gan:0",
                       "--fid_samples=0"]) == 2
     assert "--fid_samples must be >= 1" in capsys.readouterr().err
+    assert tool.main([f"--out={out}", "--runs=N:gan:0",
+                      "--train_flags=--r1_weight=1 --no_such_flag=3"]) == 2
+    err = capsys.readouterr().err
+    assert "gan-N-s0" in err and "no_such_flag" in err
     assert not out.exists()
 
 
@@ -176,7 +180,8 @@ def test_bad_input_stops_before_any_work(tmp_path, capsys):
 def test_end_to_end_resumes_and_caches(tmp_path, capsys):
     """Two 2-step runs on 64 patches, random_conv features: scores, the
     data rows and the criterion; a rerun keeps everything; more
-    iterations resume the runs and rescore them."""
+    iterations resume the runs and rescore them. Features other than the
+    default (alexnet_imagenet) write files of their own."""
     tool = load_tool("run_comparison")
     out = tmp_path / "cmp"
     argv = [f"--out={out}", "--runs=N:gan:0,N:bncrgan:0", "--iterations=2",
@@ -187,7 +192,7 @@ def test_end_to_end_resumes_and_caches(tmp_path, capsys):
             "--extractor=random_conv", "--jobs=2",
             "--train_flags=--z_dim=16 --r1_weight=1"]
     assert tool.main(argv) == 0
-    summary = json.loads((out / "summary.json").read_text())
+    summary = json.loads((out / "summary-random_conv.json").read_text())
     assert [r["name"] for r in summary["rows"]] == ["gan-N-s0",
                                                     "bncrgan-N-s0"]
     assert all(r["iterations"] == 2 and r["fid"] > 0 and r["seconds"] > 0
@@ -204,7 +209,10 @@ def test_end_to_end_resumes_and_caches(tmp_path, capsys):
                       "training images, setting N",
                       "G_x of GAN, N, seed 0", "G_x of BNCR-GAN, N, seed 0"]
     assert all(r["num_images"] == 64 for r in summary["stats_rows"])
-    table = (out / "table.md").read_text()
+    assert not (out / "summary.json").exists()
+    assert (out / summary["rows"][0]["run_dir"] / "fid-random_conv.json"
+            ).is_file()
+    table = (out / "table-random_conv.md").read_text()
     assert "`--z_dim=16 --r1_weight=1`" in table
     assert "Issue 18 criterion (setting N)" in table
     capsys.readouterr()
@@ -213,7 +221,7 @@ def test_end_to_end_resumes_and_caches(tmp_path, capsys):
     printed = capsys.readouterr().out
     assert printed.count("already trained") == 2
     assert printed.count("(cached)") == 2
-    again = json.loads((out / "summary.json").read_text())
+    again = json.loads((out / "summary-random_conv.json").read_text())
     assert [r["fid"] for r in again["rows"]] == [
         r["fid"] for r in summary["rows"]]
 
@@ -221,6 +229,6 @@ def test_end_to_end_resumes_and_caches(tmp_path, capsys):
     assert tool.main(argv + ["--runs=N:gan:0"]) == 0
     printed = capsys.readouterr().out
     assert "(cached)" not in printed and "already trained" not in printed
-    third = json.loads((out / "summary.json").read_text())
+    third = json.loads((out / "summary-random_conv.json").read_text())
     assert third["rows"][0]["iterations"] == 3
     assert third["rows"][0]["seconds"] > summary["rows"][0]["seconds"]
