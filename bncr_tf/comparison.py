@@ -470,12 +470,16 @@ def runs_table(rows, grids=False):
     return lines
 
 
-def fmnist_table(rows, data_fids, classifier_info):
-    """Experiment 2's table.md (tools/run_fmnist_comparison.py)."""
+def fmnist_table(rows, data_fids, classifier_info, extractor=None):
+    """Experiment 2's table.md (tools/run_fmnist_comparison.py); with
+    other features than the classifier (no `classifier_info`), their
+    label instead of its accuracy."""
     lines = fid_table(rows, data_fids, seeds="mean")
+    features = (f"Feature classifier test accuracy: "
+                f"{100 * classifier_info['test_accuracy']:.2f} %."
+                if classifier_info else extractor_label(extractor))
     lines += ["", f"Clean training images: FID {data_fids['clean']:.2f} "
-              f"(the floor). Feature classifier test accuracy: "
-              f"{100 * classifier_info['test_accuracy']:.2f} %.", ""]
+              f"(the floor). {features}", ""]
     lines += runs_table(rows)
     return "\n".join(lines) + "\n"
 
@@ -811,7 +815,7 @@ def main(argv, doc, defaults, layout="full"):
         f.write("\n")
     if layout == "fmnist":
         text = fmnist_table(summary["rows"], summary["data_fids"],
-                            summary["classifier"])
+                            summary.get("classifier"), summary["extractor"])
     else:
         text = full_table(summary)
     with open(os.path.join(out, f"table{suffix}.md"), "w") as f:

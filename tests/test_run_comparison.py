@@ -132,6 +132,23 @@ def test_tables_median_seeds_flags_and_grids():
     assert "| gan-N-s1 | 5 | – | 30.00 | – |" in text
 
 
+def test_fmnist_table_keeps_experiment_2s_format():
+    rows = [_row("N", "gan", 0, 10.0, seconds=60.0),
+            _row("N", "gan", 1, 14.0)]
+    data_fids = {"clean": 0.5, "N": 20.0}
+    lines = comparison.fmnist_table(
+        rows, data_fids, {"test_accuracy": 0.9156}).splitlines()
+    assert "| GAN | 12.00 (10.00, 14.00) |" in lines
+    assert lines[5] == ("Clean training images: FID 0.50 (the floor). "
+                        "Feature classifier test accuracy: 91.56 %.")
+    assert "| gan-N-s0 | 5 | 1.0 min | 10.00 |" in lines
+    # Other features: their label, not an accuracy.
+    text = comparison.fmnist_table(rows, data_fids, None,
+                                   {"name": "vgg16_imagenet_relu5_3"})
+    assert "`vgg16_imagenet_relu5_3` features: **not Inception FID**" \
+        in text and "accuracy" not in text
+
+
 def test_train_commands():
     args = types.SimpleNamespace(
         data="builtin:skimage_patches:count=4096", data_limit=0,
