@@ -39,10 +39,9 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(
     __file__))))
 
-import numpy as np  # noqa: E402
-
 from bncr_tf.errors import UserError  # noqa: E402
 from bncr_tf.metrics import degradation_stats as ds  # noqa: E402
+
 
 def parse_list(text):
     return [item.strip() for item in (text or "").split(",") if item.strip()]
