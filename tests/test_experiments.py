@@ -237,7 +237,8 @@ def test_comparison_tool_end_to_end(tmp_path):
 def test_comparison_restoration_baselines_train_a_plain_gan():
     tool = _tool("run_fmnist_comparison")
     args = types.SimpleNamespace(  # the flags train_command reads
-        data="fashion_mnist:train", data_limit=20000, width=32, d_batch=32,
+        data="fashion_mnist:train", data_limit=20000, resolution=32,
+        width=32, d_batch=32,
         g_batch=64, iterations=1500, lr=2e-4, ema_decay=0.99, log_every=100,
         checkpoint_every=500, train_flags="")
     cmd = tool.train_command("D", "deblur_gan", 0, args, "/o/runs")

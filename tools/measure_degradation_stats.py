@@ -39,13 +39,8 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(
     __file__))))
 
-import numpy as np  # noqa: E402
-
 from bncr_tf.errors import UserError  # noqa: E402
 from bncr_tf.metrics import degradation_stats as ds  # noqa: E402
-
-NAMES = {"noise": "noise (grey levels)", "sharpness": "sharpness",
-         "blockiness": "blockiness"}
 
 
 def parse_list(text):
@@ -86,39 +81,7 @@ def degrade(images, setting, seed):
     return loop.degrade_in_memory(images, setting, seed)
 
 
-def generate(run_dir, checkpoint, num_samples, seed, batch):
-    """(config, checkpoint path, uint8 G_x images) of a run's EMA G_x."""
-    from bncr_tf import cli
-    from bncr_tf import runs
-    from bncr_tf.metrics import evaluation
-    config, gens, path = runs.load_generators(
-        run_dir, None if checkpoint in ("", "latest") else checkpoint,
-        warn=cli.warning)
-    images = np.concatenate(list(evaluation.generated_images(
-        gens, num_samples, seed=seed, batch_size=batch)))
-    return config, path, images
-
-
-def make_row(label, kind, images, clean_per_image=None, **extra):
-    stats = ds.batch_stats(images)
-    row = {"label": label, "kind": kind, "num_images": int(len(images)),
-           "resolution": int(images.shape[1]), **extra,
-           "stats": stats["summary"]}
-    if clean_per_image is not None:
-        row["separability_from_clean"] = {
-            name: ds.separability(clean_per_image[name],
-                                  stats["per_image"][name])
-            for name in ds.STATS}
-    return row, stats["per_image"]
-
-
-def _fmt(value, digits):
-    return "–" if value is None or not np.isfinite(value) \
-        else f"{value:.{digits}f}"
-
-
 def markdown(result):
-    digits = {"noise": 2, "sharpness": 4, "blockiness": 3}
     lines = [
         f"Data `{result['data']}` at {result['resolution']} px "
         f"({result['num_data_images']} images, data seed "
@@ -127,22 +90,7 @@ def markdown(result):
         f"images from seed {result['seed']}. Median (10th–90th "
         f"percentile) per image; sep. = per-image separability from the "
         f"clean data (best one-threshold balanced accuracy, 0.5 = none).",
-        "",
-        "| source | N | " + " | ".join(NAMES[n] for n in ds.STATS)
-        + " | " + " | ".join(f"sep. {n}" for n in ds.STATS) + " |",
-        "| --- | ---: |" + " --- |" * len(ds.STATS)
-        + " ---: |" * len(ds.STATS)]
-    for row in result["rows"]:
-        cells = []
-        for name in ds.STATS:
-            s = row["stats"][name]
-            d = digits[name]
-            cells.append(f"{_fmt(s['median'], d)} ({_fmt(s['p10'], d)}–"
-                         f"{_fmt(s['p90'], d)})")
-        sep = row.get("separability_from_clean")
-        seps = [_fmt(sep[name], 2) if sep else "–" for name in ds.STATS]
-        lines.append(f"| {row['label']} | {row['num_images']} | "
-                     + " | ".join(cells) + " | " + " | ".join(seps) + " |")
+        ""] + ds.rows_markdown(result["rows"])
     return "\n".join(lines) + "\n"
 
 
@@ -178,26 +126,29 @@ def measure(run_dirs=(), data=None, settings=None, resolution=0, limit=0,
     clean, _ = data_lib.load_clean_uint8(data, resolution,
                                          limit=limit or None, seed=data_seed)
     rows = []
-    row, clean_per_image = make_row("data, clean (A)", "data", clean)
+    row, clean_per_image = ds.stats_row("data, clean (A)", "data", clean)
     rows.append(row)
     progress(f"clean data: {len(clean)} images")
     for setting in setting_objs:
         images = degrade(clean, setting, degrade_seed)
-        row, _ = make_row(f"data, setting {setting.name}", "degraded",
-                          images, clean_per_image, setting=setting.name)
+        row, _ = ds.stats_row(f"data, setting {setting.name}",
+                              "degraded", images, clean_per_image,
+                              setting=setting.name)
         rows.append(row)
         progress(f"setting {setting.name}: degraded")
     for run_dir, _ in checked:
-        config, path, images = generate(run_dir, checkpoint, num_samples,
-                                        seed, batch)
+        from bncr_tf.metrics import evaluation
+        config, path, images = evaluation.run_images(
+            run_dir, checkpoint, num_samples, seed, batch)
         from bncr_tf import runs
         step = runs.checkpoint_step(path)
         label = (f"G_x of {os.path.basename(os.path.normpath(run_dir))} "
                  f"({config.variant}, {config.setting}, step {step})")
-        row, _ = make_row(label, "generated", images, clean_per_image,
-                          run_dir=os.path.abspath(run_dir),
-                          variant=config.variant, setting=config.setting,
-                          checkpoint=path, step=step)
+        row, _ = ds.stats_row(label, "generated", images, clean_per_image,
+                              run_dir=os.path.abspath(run_dir),
+                              variant=config.variant,
+                              setting=config.setting, checkpoint=path,
+                              step=step)
         if images.shape[1] != resolution:
             row["note"] = (f"generated at {images.shape[1]} px, data at "
                            f"{resolution} px")
@@ -209,14 +160,7 @@ def measure(run_dirs=(), data=None, settings=None, resolution=0, limit=0,
             "degrade_seed": int(degrade_seed), "settings": list(settings),
             "num_samples": int(num_samples), "seed": int(seed),
             "checkpoint": checkpoint or "latest",
-            "definitions": {
-                "luma": "0.299 R + 0.587 G + 0.114 B",
-                "noise": "median(|HH|) / 0.6745, finest Haar diagonal "
-                         "subband of the luma, grey levels",
-                "sharpness": f"share of windowed luma spectral power above "
-                             f"{ds.SHARPNESS_CUTOFF} cycles/px",
-                "blockiness": "mean |luma jump| across 8x8 block "
-                              "boundaries / mean elsewhere"},
+            "definitions": ds.DEFINITIONS,
             "rows": rows, "seconds": round(time.time() - started, 1)}
 
 
@@ -230,17 +174,6 @@ def write(result, out_dir):
     with open(paths[1], "w") as f:
         f.write(markdown(result))
     return paths
-
-
-def _finite(obj):
-    """NaN / inf -> None, recursively (strict JSON)."""
-    if isinstance(obj, dict):
-        return {k: _finite(v) for k, v in obj.items()}
-    if isinstance(obj, list):
-        return [_finite(v) for v in obj]
-    if isinstance(obj, float) and not np.isfinite(obj):
-        return None
-    return obj
 
 
 def main(argv=None):
@@ -290,7 +223,7 @@ def main(argv=None):
             progress=lambda text: print(text, file=sys.stderr, flush=True))
     except UserError as e:
         return cli.error(e)
-    result = _finite(result)
+    result = ds.finite(result)
     paths = write(result, args.out)
     print(markdown(result), end="")
     print(f"wrote {paths[0]} and {paths[1]}")

@@ -272,3 +272,75 @@ def separability(a, b):
     # "a <= t < b": (fa + 1 - fb) / 2; the reversed rule: (fb + 1 - fa) / 2.
     acc = np.maximum(fa + 1 - fb, fb + 1 - fa) / 2.0
     return float(acc.max())
+
+
+# --- Tables of rows (tools/measure_degradation_stats.py,
+# tools/run_comparison.py) --------------------------------------------------
+
+NAMES = {"noise": "noise (grey levels)", "sharpness": "sharpness",
+         "blockiness": "blockiness"}
+DIGITS = {"noise": 2, "sharpness": 4, "blockiness": 3}
+DEFINITIONS = {
+    "luma": "0.299 R + 0.587 G + 0.114 B",
+    "noise": "median(|HH|) / 0.6745, finest Haar diagonal subband of the "
+             "luma, grey levels",
+    "sharpness": f"share of windowed luma spectral power above "
+                 f"{SHARPNESS_CUTOFF} cycles/px",
+    "blockiness": "mean |luma jump| across 8x8 block boundaries / mean "
+                  "elsewhere"}
+
+
+def stats_row(label, kind, images, clean_per_image=None, **extra):
+    """One table row of `images`: its summaries and, given the clean
+    data's per-image values, its per-image separability from them.
+
+    Returns:
+      (row dict, per-image values {name: [N]}).
+    """
+    stats = batch_stats(images)
+    row = {"label": label, "kind": kind, "num_images": int(len(images)),
+           "resolution": int(np.shape(images)[1]), **extra,
+           "stats": stats["summary"]}
+    if clean_per_image is not None:
+        row["separability_from_clean"] = {
+            name: separability(clean_per_image[name],
+                               stats["per_image"][name])
+            for name in STATS}
+    return row, stats["per_image"]
+
+
+def _fmt(value, digits):
+    return "–" if value is None or not np.isfinite(value) \
+        else f"{value:.{digits}f}"
+
+
+def rows_markdown(rows):
+    """Markdown table lines of `stats_row` rows: median (10th–90th
+    percentile) of each statistic, then the separabilities."""
+    lines = [
+        "| source | N | " + " | ".join(NAMES[n] for n in STATS)
+        + " | " + " | ".join(f"sep. {n}" for n in STATS) + " |",
+        "| --- | ---: |" + " --- |" * len(STATS) + " ---: |" * len(STATS)]
+    for row in rows:
+        cells = []
+        for name in STATS:
+            s = row["stats"][name]
+            d = DIGITS[name]
+            cells.append(f"{_fmt(s['median'], d)} ({_fmt(s['p10'], d)}–"
+                         f"{_fmt(s['p90'], d)})")
+        sep = row.get("separability_from_clean")
+        seps = [_fmt(sep[name], 2) if sep else "–" for name in STATS]
+        lines.append(f"| {row['label']} | {row['num_images']} | "
+                     + " | ".join(cells) + " | " + " | ".join(seps) + " |")
+    return lines
+
+
+def finite(obj):
+    """NaN / inf -> None, recursively (strict JSON)."""
+    if isinstance(obj, dict):
+        return {k: finite(v) for k, v in obj.items()}
+    if isinstance(obj, (list, tuple)):
+        return [finite(v) for v in obj]
+    if isinstance(obj, float) and not np.isfinite(obj):
+        return None
+    return obj

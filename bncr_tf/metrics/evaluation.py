@@ -93,6 +93,27 @@ def generated_images(gens, num_samples, seed=0, batch_size=100, z_dim=None):
         yield to_uint8(sample(tf.constant(seeds)).numpy())
 
 
+def run_images(run_dir, checkpoint="latest", num_samples=1024, seed=0,
+               batch_size=100):
+    """A run's EMA G_x images (degradation stages off), image i from seed
+    seed + i, as `generated_images`.
+
+    Args:
+      run_dir: a training run directory.
+      checkpoint: "latest" (or "" / None), a step number or a path.
+    Returns:
+      (config, checkpoint path, uint8 [num_samples, R, R, 3]).
+    """
+    from bncr_tf import cli
+    from bncr_tf import runs
+    config, gens, path = runs.load_generators(
+        run_dir, None if checkpoint in (None, "", "latest") else checkpoint,
+        warn=cli.warning)
+    images = np.concatenate(list(generated_images(
+        gens, num_samples, seed=seed, batch_size=batch_size)))
+    return config, path, images
+
+
 def exported_images(export_dir, num_samples, seed=0, batch_size=100):
     """Yields images of an exported generator SavedModel (`from_seed`).
 
