@@ -62,13 +62,13 @@ import numpy as np
 import tensorflow as tf
 
 from bncr_tf import runs
+from bncr_tf import stages as stages_lib
 from bncr_tf import synthesis
 from bncr_tf import variants as variants_lib
-from bncr_tf.degradations import kernels as kernels_lib
 from bncr_tf.errors import UserError
 
 MODEL_NAMES = ("generator", "blur_kernel", "noise", "quality", "degrade")
-DEFAULT_SIGNATURE = "serving_default"
+DEFAULT_SIGNATURE = stages_lib.DEFAULT_SIGNATURE
 WARMUP_FILE = "tf_serving_warmup_requests"
 INFO_FILE = "bncr_export.json"
 WARMUP_BATCH = 2
@@ -265,18 +265,6 @@ class ModelPlan:
     endpoints: tuple
 
 
-def _view(gens, blur=False, noise=False, jpeg=False):
-    """`gens` with only the chosen degradation stages (others removed)."""
-    v = gens.variant
-    none = variants_lib.NONE
-    return dataclasses.replace(
-        gens, G_k=gens.G_k if blur else None, G_n=gens.G_n if noise else None,
-        G_q=gens.G_q if jpeg else None,
-        variant=dataclasses.replace(
-            v, blur=v.blur if blur else none, noise=v.noise if noise else none,
-            jpeg=v.jpeg if jpeg else none))
-
-
 class _Endpoints:
     """The endpoint functions of one set of (EMA) generators.
 
@@ -289,7 +277,7 @@ class _Endpoints:
         self.gens = gens
         self.z_dim = z_dim
         self.r = resolution
-        self.noise_gens = _view(gens, noise=True)
+        self.noise_gens = gens.view(stages_lib.NOISE.name)
         self.specs = _specs(z_dim, resolution)
 
     def _latents(self, seed):
@@ -323,10 +311,7 @@ class _Endpoints:
     # --- blur_kernel ---
 
     def _kernel(self, z_k):
-        g = self.gens.G_k(z_k)
-        k = _f32(g["k"])
-        return {"kernel": k, "mask": _f32(g["m_k"]),
-                "entropy": _f32(kernels_lib.kernel_entropy(k))}
+        return stages_lib.BLUR.generator_outputs(self.gens.G_k(z_k))
 
     def kernel(self, z_k):
         t = self._check("blur_kernel", DEFAULT_SIGNATURE, z_k=z_k)
@@ -339,8 +324,7 @@ class _Endpoints:
     # --- quality ---
 
     def _quality(self, z_q):
-        g = self.gens.G_q(z_q)
-        return {"quality": _f32(g["q"]), "mask": _f32(g["m_q"])}
+        return stages_lib.JPEG.generator_outputs(self.gens.G_q(z_q))
 
     def quality(self, z_q):
         t = self._check("quality", DEFAULT_SIGNATURE, z_q=z_q)
@@ -388,20 +372,15 @@ def _degrade_one(gens, elems):
       kernel, mask_kernel [K, K] if blurred; noise [R, R, 3] in [0, 1] units
       if noisy; quality, mask_quality [] if compressed. All float32.
     """
-    latents = {k: elems[k][None] for k in ("z_x", "z_k", "z_n", "z_q")}
+    latents = {k: elems[k][None] for k in synthesis.LATENTS}
     seed = tf.stack([elems["seed"], tf.constant(DEGRADE_SALT, tf.int64)])
     out = synthesis.degrade(gens, _from_uint8(elems["image"])[None], latents,
                             seed)
-    y = _f32(out["y"])[0]
+    y = _f32(out.y)[0]
     result = {"image": _to_uint8(y), "image_float": y}
-    if "k" in out:
-        result.update(kernel=_f32(out["k"])[0],
-                      mask_kernel=_f32(out["m_k"])[0])
-    if "n" in out:
-        result["noise"] = _f32(out["n"])[0] / 2.0
-    if "q" in out:
-        result.update(quality=_f32(out["q"])[0],
-                      mask_quality=_f32(out["m_q"])[0])
+    for stage in gens.stages():
+        result.update({name: value[0] for name, value in
+                       stage.degrade_outputs(out).items()})
     return result
 
 
@@ -415,11 +394,6 @@ def _specs(z_dim, resolution):
         "seed": tf.TensorSpec([None], tf.int64, name="seed"),
         "image": tf.TensorSpec([None, r, r, 3], tf.uint8, name="image"),
     }
-
-
-def _has_stage(gens):
-    v = gens.variant
-    return any(s != variants_lib.NONE for s in (v.blur, v.noise, v.jpeg))
 
 
 def plan_models(gens, z_dim, resolution):
@@ -442,18 +416,13 @@ def plan_models(gens, z_dim, resolution):
         endpoint(DEFAULT_SIGNATURE, ep.generate, "z"),
         endpoint("from_seed", ep.generate_from_seed, "seed"),
         endpoint("from_seed_png", ep.generate_png_from_seed, "seed")))]
-    if gens.G_k is not None:
-        plans.append(ModelPlan("blur_kernel", (gens.G_k,), (
-            endpoint(DEFAULT_SIGNATURE, ep.kernel, "z_k"),
-            endpoint("from_seed", ep.kernel_from_seed, "seed"))))
-    if gens.G_n is not None:
-        plans.append(ModelPlan("noise", (gens.G_n,), (
-            endpoint(DEFAULT_SIGNATURE, ep.noise, "image", "seed"),)))
-    if gens.G_q is not None:
-        plans.append(ModelPlan("quality", (gens.G_q,), (
-            endpoint(DEFAULT_SIGNATURE, ep.quality, "z_q"),
-            endpoint("from_seed", ep.quality_from_seed, "seed"))))
-    if _has_stage(gens):
+    for stage in stages_lib.STAGES:
+        network = gens.network(stage)
+        if network is not None:
+            plans.append(ModelPlan(stage.export_model, (network,), tuple(
+                endpoint(key, getattr(ep, method), *inputs)
+                for key, method, inputs in stage.export_endpoints)))
+    if gens.stages():
         plans.append(ModelPlan(
             "degrade", tuple(gens.models().values()),
             (endpoint(DEFAULT_SIGNATURE, ep.degrade, "image", "seed"),)))
@@ -463,10 +432,9 @@ def plan_models(gens, z_dim, resolution):
 def available_models(gens):
     """Names of the models `export_generators` can write for `gens`."""
     names = ["generator"]
-    names += [name for name, g in (("blur_kernel", gens.G_k),
-                                   ("noise", gens.G_n),
-                                   ("quality", gens.G_q)) if g is not None]
-    if _has_stage(gens):
+    names += [stage.export_model for stage in stages_lib.STAGES
+              if gens.network(stage) is not None]
+    if gens.stages():
         names.append("degrade")
     return [n for n in MODEL_NAMES if n in names]
 

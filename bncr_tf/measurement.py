@@ -46,11 +46,7 @@ class Measurement:
 
     def __call__(self, x, latents, seed):
         """F(x, theta): degraded images [B, R, R, 3] in [-1, 1]."""
-        return synthesis.degrade(self.gens, x, latents, seed)["y"]
-
-
-def _has_stage(v):
-    return any(s != variants_lib.NONE for s in (v.blur, v.noise, v.jpeg))
+        return synthesis.degrade(self.gens, x, latents, seed).y
 
 
 def build_measurement(config):
@@ -80,7 +76,7 @@ def build_measurement(config):
             f"{source.resolution} px; this run needs --resolution="
             f"{source.resolution} (G_n works at its training resolution)")
     _, gens, path = runs.load_generators(run_dir, ema=True)
-    if not _has_stage(gens.variant):
+    if not gens.stages():
         raise UserError(f"--degradation_from={run_dir} ({source.variant}) "
                         f"has no degradation stage")
     for model in gens.models().values():

@@ -9,10 +9,10 @@ import dataclasses
 import numpy as np
 
 from bncr_tf import networks
+from bncr_tf import stages as stages_lib
 from bncr_tf import synthesis
 from bncr_tf import variants as variants_lib
 from bncr_tf.degradations import settings as settings_lib
-from bncr_tf.networks import param_degradation
 from bncr_tf.networks import reference_images
 
 KERNEL_BANK_SIZE = 4096  # AmbientGAN draws true kernels from this many
@@ -30,7 +30,8 @@ def resolve_variant(config):
 
 
 def build_generators(config, name_suffix=""):
-    """Builds G_x and the degradation generators the variant needs.
+    """Builds G_x and the degradation generators the variant needs (each
+    stage builds its own network for its mode, `stages.Stage.build`).
 
     Args:
       config: a `TrainConfig`.
@@ -39,7 +40,7 @@ def build_generators(config, name_suffix=""):
       A `synthesis.Generators` whose models are built (weights created).
     """
     v = resolve_variant(config)
-    r, z, k = config.resolution, config.z_dim, config.resolved_kernel_size()
+    r, z = config.resolution, config.z_dim
     if config.clean_reference:
         g_x = reference_images.ReferenceImages(
             load_reference_images(config), name="G_x" + name_suffix)
@@ -53,29 +54,9 @@ def build_generators(config, name_suffix=""):
         rounding=config.rounding, jpeg_storage=config.jpeg_storage,
         quality_gradient=config.quality_gradient,
         fake_storage=config.fake_storage)
-    if v.blur == variants_lib.LEARNED:
-        gens.G_k = networks.KernelGenerator(
-            kernel_size=k, z_dim=z, use_mask=v.blur_mask,
-            centre=config.centre_kernels,
-            name="G_k" + name_suffix)
-    elif v.blur == variants_lib.PARAM:
-        gens.G_k = param_degradation.ParamKernel(
-            kernel_size=k, name="G_k" + name_suffix)
-    if v.noise == variants_lib.LEARNED:
-        prior = v.noise_prior if v.noise_prior in networks.PRIORS else "none"
-        gens.G_n = networks.NoiseGenerator(
-            resolution=r, z_dim=z, width=config.width, prior=prior,
-            implicit=v.implicit, z_x_dim=z, name="G_n" + name_suffix)
-    elif v.noise == variants_lib.PARAM:
-        gens.G_n = param_degradation.ParamNoise(
-            resolution=r, name="G_n" + name_suffix)
-    if v.jpeg == variants_lib.LEARNED:
-        gens.G_q = networks.QualityGenerator(
-            z_dim=z, use_mask=v.jpeg_mask, q_min=config.q_min,
-            name="G_q" + name_suffix)
-    elif v.jpeg == variants_lib.PARAM:
-        gens.G_q = param_degradation.ParamQuality(name="G_q" + name_suffix)
-    if variants_lib.TRUE in (v.blur, v.noise, v.jpeg):
+    for stage in stages_lib.STAGES:
+        setattr(gens, stage.network, stage.build(v, config, name_suffix))
+    if any(s.mode(v) == variants_lib.TRUE for s in stages_lib.STAGES):
         gens.ambient = ambient_degradation(config)
     _build(gens, config)
     return gens

@@ -14,15 +14,14 @@ import dataclasses
 
 import tensorflow as tf
 
+from bncr_tf import stages as stages_lib
 from bncr_tf import variants as variants_lib
-from bncr_tf.degradations import kernels as blur_lib
-from bncr_tf.degradations import jpeg as jpeg_lib
-from bncr_tf.degradations import noise as noise_camera
 from bncr_tf.degradations import settings as settings_lib
-from bncr_tf.networks import noise_generator as noise_lib
 
-LEARNED, PARAM, TRUE, NONE = (variants_lib.LEARNED, variants_lib.PARAM,
-                              variants_lib.TRUE, variants_lib.NONE)
+TRUE = variants_lib.TRUE
+# z_x, then each stage's latent in stage order (z_k, z_n, z_q): the order
+# fixes which split of the seed each latent is drawn from.
+LATENTS = ("z_x",) + tuple(s.latent for s in stages_lib.STAGES)
 
 
 @dataclasses.dataclass
@@ -58,10 +57,27 @@ class Generators:
     fake_storage: bool = False
 
     def models(self):
-        """{name: model} of the networks that exist (for checkpoints/EMA)."""
-        return {name: getattr(self, name)
-                for name in ("G_x", "G_k", "G_n", "G_q")
+        """{name: model} of the networks that exist (for checkpoints/EMA),
+        G_x first, then the stages' networks in stage order."""
+        names = ("G_x",) + tuple(s.network for s in stages_lib.STAGES)
+        return {name: getattr(self, name) for name in names
                 if getattr(self, name) is not None}
+
+    def stages(self):
+        """The `stages.Stage`s the variant has, in order."""
+        return stages_lib.active(self.variant)
+
+    def network(self, stage):
+        """The network of a stage (G_k, G_n or G_q), or None."""
+        return getattr(self, stage.network)
+
+    def view(self, *names):
+        """These generators with only the named stages ("blur", "noise",
+        "jpeg"); the others are off and their networks dropped."""
+        return dataclasses.replace(
+            self, variant=stages_lib.only(self.variant, names),
+            **{s.network: None for s in stages_lib.STAGES
+               if s.name not in names})
 
     def trainable_variables(self):
         out = []
@@ -81,9 +97,9 @@ def sample_latents(batch, z_dim, seed):
       dict of float32 tensors.
     """
     seeds = tf.random.experimental.stateless_split(
-        tf.cast(seed, tf.int64), num=4)
+        tf.cast(seed, tf.int64), num=len(LATENTS))
     return {name: tf.random.stateless_normal([batch, z_dim], seeds[i])
-            for i, name in enumerate(("z_x", "z_k", "z_n", "z_q"))}
+            for i, name in enumerate(LATENTS)}
 
 
 def latents_from_seeds(seeds, z_dim):
@@ -103,8 +119,7 @@ def latents_from_seeds(seeds, z_dim):
         z = sample_latents(1, z_dim, tf.stack([seed, tf.zeros_like(seed)]))
         return {k: v[0] for k, v in z.items()}
 
-    spec = {k: tf.TensorSpec([z_dim], tf.float32)
-            for k in ("z_x", "z_k", "z_n", "z_q")}
+    spec = {k: tf.TensorSpec([z_dim], tf.float32) for k in LATENTS}
     return tf.map_fn(one, seeds, fn_output_signature=spec)
 
 
@@ -120,8 +135,9 @@ def synthesize(gens, latents, seed, with_aux=False):
         AmbientGAN's sampled degradations.
       with_aux: also return the inputs of L_AC (see `degrade`).
     Returns:
-      dict with "x", "y" and, for the stages the variant has, "k", "k_hat",
-      "m_k", "n", "q", "m_q" (see the module docstring for shapes and units).
+      A `stages.Synthesis` with x, y and, for the stages the variant has,
+      k, k_hat, m_k, n, q, m_q (see the module docstring for shapes and
+      units).
     """
     x = tf.cast(gens.G_x(latents["z_x"]), tf.float32)
     return degrade(gens, x, latents, seed, with_aux=with_aux)
@@ -130,9 +146,11 @@ def synthesize(gens, latents, seed, with_aux=False):
 def degrade(gens, x, latents, seed, with_aux=False):
     """Applies the variant's degradation stages to clean images x.
 
-    y = psi(clip(x * k + n), q) with the masks of eqs. 3 and 5. x may come
-    from G_x (training) or from real clean images (degradation calibration,
-    the `degrade` export).
+    y = psi(clip(x * k + n), q) with the masks of eqs. 3 and 5: a loop over
+    the stages of `bncr_tf.stages` the variant has, each sampling its
+    parameters and degrading the image in turn. x may come from G_x
+    (training) or from real clean images (degradation calibration, the
+    `degrade` export).
 
     Args:
       gens: a `Generators` (G_x is not used here).
@@ -140,90 +158,31 @@ def degrade(gens, x, latents, seed, with_aux=False):
       latents: dict with z_k, z_n, z_q ([B, z_dim]) and z_x when G_n is
         implicit.
       seed: int tensor [2], stateless seed (eps, transforms, AmbientGAN).
-      with_aux: also return what L_AC needs: "entropy" ([B] kernel
-        entropy), "x_blur" (x * k) and "x_comp" (psi^g(x, q) without mask,
-        an extra psi^g pass), in [-1, 1], when those stages exist.
+      with_aux: also compute what L_AC needs: `entropy` ([B] kernel
+        entropy), `x_blur` (x * k) and `x_comp` (psi^g(x, q) without mask,
+        an extra psi^g pass), in [-1, 1], for the stages that exist.
     Returns:
-      dict with "x", "y" and the stage outputs, as `synthesize`; a learned
-      or parameter G_n also gives "n_ds", the noise before the random
-      transforms (what the diversity-sensitive loss compares).
+      A `stages.Synthesis`: x, y and the outputs of the variant's stages (a
+      learned or parameter G_n also gives n_ds, the noise before the random
+      transforms, and n_std, what the diversity-sensitive loss compares).
     """
     v = gens.variant
     seeds = tf.random.experimental.stateless_split(
         tf.cast(seed, tf.int64), num=4)
     x = tf.cast(x, tf.float32)
-    out = {"x": x}
+    result = stages_lib.Synthesis(x=x)
     batch = tf.shape(x)[0]
     u0 = (x + 1.0) / 2.0
     u = u0  # the image in [0, 1] units, degraded stage by stage
     true = None
-    if TRUE in (v.blur, v.noise, v.jpeg):
+    if any(s.mode(v) == TRUE for s in stages_lib.STAGES):
         setting, bank = gens.ambient
         true = settings_lib.sample_degradation_tf(setting, batch, seeds[3],
                                                   bank)
-
-    # Blur: x * k, with the masked kernel of eq. 3.
-    if v.blur in (LEARNED, PARAM):
-        g = gens.G_k(latents["z_k"])
-        out.update(k=g["k"], m_k=g["m_k"], k_hat=g["k_hat"])
-    elif v.blur == TRUE:
-        out.update(k=true.kernels,
-                   m_k=true.blur_mask[:, None, None] * tf.ones_like(
-                       true.kernels))
-    if "k" in out:
-        u = tf.clip_by_value(blur_lib.blur(u, out["k"]), 0.0, 1.0)
-        if with_aux:
-            out["entropy"] = blur_lib.kernel_entropy(out["k"])
-            out["x_blur"] = 2.0 * u - 1.0
-
-    # Noise: y = clip(x * k + n) in NR-GAN's [-1, 1] units.
-    if v.noise in (LEARNED, PARAM):
-        if v.implicit:
-            maps = gens.G_n(latents["z_n"], latents["z_x"])
-        else:
-            maps = gens.G_n(latents["z_n"])
-        n = noise_lib.apply_prior(gens.noise_prior, maps, x=2.0 * u - 1.0,
-                                  seed=seeds[0])
-        out["n_ds"] = n
-        # The noise std map (eps = 1): what G_n controls, without the
-        # sampled eps (the "std" target of the diversity-sensitive loss).
-        out["n_std"] = noise_lib.apply_prior(
-            gens.noise_prior, maps, x=2.0 * u - 1.0, eps=tf.ones_like(n))
-        if v.rotation or v.channel_shuffle or v.sign_flip:
-            n = noise_lib.random_noise_transforms(
-                n, seeds[1], rotation=v.rotation,
-                channel_shuffle=v.channel_shuffle, sign_flip=v.sign_flip)
-        out["n"] = n
-    elif v.noise == TRUE:
-        eps = tf.random.stateless_normal(tf.shape(u), seeds[0])
-        n01 = noise_camera.camera_noise(u, true.shot, true.read, eps)
-        out["n"] = 2.0 * n01 * true.noise_mask[:, None, None, None]
-    if "n" in out:
-        u = tf.clip_by_value(u + out["n"] / 2.0, 0.0, 1.0)
-
-    # JPEG: y = m_q psi^g(., q) + (1 - m_q) (.), eq. 5.
-    if v.jpeg in (LEARNED, PARAM):
-        g = gens.G_q(latents["z_q"])
-        out.update(q=g["q"], m_q=g["m_q"])
-    elif v.jpeg == TRUE:
-        out.update(q=true.quality, m_q=true.jpeg_mask)
-    if "q" in out:
-        m_q = out["m_q"][:, None, None, None]
-        psi = jpeg_lib.diff_jpeg(u, out["q"], rounding=gens.rounding,
-                                 sample_rounding=gens.jpeg_storage,
-                                 quality_gradient=gens.quality_gradient)
-        if gens.jpeg_storage and not gens.fake_storage:
-            # The reals are decoded to uint8 and dequantised (data.dequantize:
-            # v = 2 (u8/255 * 255/256 - 1/2) + U(0, 1/128)); psi's output is
-            # now u8/255, so give it the same map and noise, in [0, 1] units.
-            psi = psi * (255.0 / 256.0) + tf.random.stateless_uniform(
-                tf.shape(psi), seeds[2]) / 256.0
-        u = m_q * psi + (1.0 - m_q) * u
-        if with_aux:
-            x01 = (x + 1.0) / 2.0
-            out["x_comp"] = 2.0 * jpeg_lib.diff_jpeg(
-                x01, out["q"], rounding=gens.rounding,
-                sample_rounding=gens.jpeg_storage) - 1.0
+    p = stages_lib.Pass(gens=gens, x=x, latents=latents, seeds=seeds,
+                        true=true, with_aux=with_aux)
+    for stage in stages_lib.active(v):
+        u = stage.degrade(p, result, u)
 
     if gens.fake_storage:
         # Every fake stored as the reals are (data.dequantize): 8-bit
@@ -231,9 +190,9 @@ def degrade(gens, x, latents, seed, with_aux=False):
         u8 = u * 255.0
         u8 = u8 + tf.stop_gradient(tf.round(u8) - u8)
         u = (u8 + tf.random.stateless_uniform(tf.shape(u), seeds[2])) / 256.0
-        out["y"] = 2.0 * u - 1.0
-        return out
+        result.y = 2.0 * u - 1.0
+        return result
     # y = x + 2 (u - u0) rather than 2 u - 1: bit-exact y = x when every
     # stage is bypassed (m_k = 0, no noise, m_q = 0).
-    out["y"] = x + 2.0 * (u - u0)
-    return out
+    result.y = x + 2.0 * (u - u0)
+    return result

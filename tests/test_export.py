@@ -229,15 +229,15 @@ def _reference_degrade(g, images, seeds):
             tf.constant([seed], tf.int64), Z_DIM)
         out = synthesis.degrade(g, x, latents, tf.constant(
             [seed, export.DEGRADE_SALT], tf.int64))
-        row = {"image_float": out["y"][0].numpy()}
-        if "k" in out:
-            row.update(kernel=out["k"][0].numpy(),
-                       mask_kernel=out["m_k"][0].numpy())
-        if "n" in out:
-            row["noise"] = out["n"][0].numpy() / 2.0
-        if "q" in out:
-            row.update(quality=out["q"][0].numpy(),
-                       mask_quality=out["m_q"][0].numpy())
+        row = {"image_float": out.y[0].numpy()}
+        if out.k is not None:
+            row.update(kernel=out.k[0].numpy(),
+                       mask_kernel=out.m_k[0].numpy())
+        if out.n is not None:
+            row["noise"] = out.n[0].numpy() / 2.0
+        if out.q is not None:
+            row.update(quality=out.q[0].numpy(),
+                       mask_quality=out.m_q[0].numpy())
         rows.append(row)
     return {k: np.stack([r[k] for r in rows]) for k in rows[0]}
 

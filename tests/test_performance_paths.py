@@ -165,7 +165,7 @@ def test_trainer_d_step_matches_two_pass_formulation():
         config.d_batch, steps._seed_pair(seed, 0), rid, paired=False)
     fakes = synthesis.synthesize(
         trainer.gens, latents,
-        steps._seed_pair(steps._seed_pair(seed, 1), rid))["y"]
+        steps._seed_pair(steps._seed_pair(seed, 1), rid)).y
     d = trainer.D
     with tf.GradientTape() as tape:
         expected = losses.d_logistic_loss(d(reals), d(fakes))

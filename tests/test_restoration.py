@@ -140,7 +140,7 @@ def test_unir_dagger_measurement_is_ambientgans_true_path():
         c, variant="ambientgan", width=8))
     x = tf.random.stateless_uniform([4, 32, 32, 3], [1, 2], -1, 1)
     lat = f.theta(4, [3, 4])
-    want = synthesis.degrade(amb, x, lat, [5, 6])["y"]
+    want = synthesis.degrade(amb, x, lat, [5, 6]).y
     got = f(x, lat, tf.constant([5, 6], tf.int64))
     np.testing.assert_array_equal(got.numpy(), want.numpy())
     other = f(x, lat, tf.constant([5, 7], tf.int64))

@@ -7,6 +7,8 @@ import pytest
 import tensorflow as tf
 from scipy import stats
 
+from bncr_tf import synthesis
+from bncr_tf import variants
 from bncr_tf.degradations import settings as S
 
 EXPL_CHOICES = (0.01, 0.009, 0.008, 0.007, 0.005, 0.003)  # spec 2.1
@@ -303,19 +305,29 @@ def test_sample_degradation_tf():
     assert np.all(full.jpeg_mask.numpy() == 1)
 
 
-def test_apply_degradation_tf_differentiable():
+def _true_stages(setting, bank):
+    """AmbientGAN's TRUE stages of a setting: the one synthesis path
+    (`synthesis.degrade`) with the true degradation sampled from `bank`."""
+    setting = S.get_setting(setting)
+    v = variants.get_variant("ambientgan").for_setting(
+        None if setting.is_clean else setting)
+    return synthesis.Generators(G_x=None, variant=v, ambient=(setting, bank))
+
+
+def test_true_degradation_differentiable():
     bank = S.kernel_bank("P", n=8, seed=0)
-    deg = S.sample_degradation_tf("N", 4, tf.constant([3, 4]), bank)
+    gens = _true_stages("N", bank)
     x = tf.Variable(np.random.default_rng(0).uniform(
         0.1, 0.9, (4, 16, 16, 3)).astype(np.float32))
     with tf.GradientTape() as tape:
-        y = S.apply_degradation_tf(x, deg, tf.constant([5, 6]), setting="N")
+        y = synthesis.degrade(gens, 2.0 * x - 1.0, {},
+                              tf.constant([5, 6])).y
         loss = tf.reduce_sum(y)
     g = tape.gradient(loss, x).numpy()
     assert y.shape == x.shape
-    assert float(tf.reduce_min(y)) >= 0.0 and float(tf.reduce_max(y)) <= 1.0
+    assert float(tf.reduce_min(y)) >= -1.0 and float(tf.reduce_max(y)) <= 1.0
     assert np.all(np.isfinite(g)) and np.abs(g).sum() > 0
-    clean = S.sample_degradation_tf("A", 4, tf.constant([3, 4]),
-                                    S.kernel_bank("A", n=2))
-    y0 = S.apply_degradation_tf(x, clean, tf.constant([5, 6]), setting="A")
-    np.testing.assert_array_equal(y0.numpy(), x.numpy())
+    clean = _true_stages("A", S.kernel_bank("A", n=2))
+    x11 = 2.0 * x - 1.0
+    y0 = synthesis.degrade(clean, x11, {}, tf.constant([5, 6])).y
+    np.testing.assert_array_equal(y0.numpy(), x11.numpy())

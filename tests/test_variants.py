@@ -67,12 +67,12 @@ def test_zero_jpeg_mask_gives_y_equal_x_exactly():
         variant=variants.get_variant("crgan"))
     x = _image()
     out = synthesis.degrade(gens, x, _latents(2), [0, 0])
-    np.testing.assert_array_equal(out["y"].numpy(), x.numpy())
+    np.testing.assert_array_equal(out.y.numpy(), x.numpy())
     # And with m_q = 1 the image is the differentiable JPEG of x.
     gens.G_q = _Fixed(q=[37.0, 80.0], m_q=[1.0, 1.0])
     out = synthesis.degrade(gens, x, _latents(2), [0, 0])
     want = 2 * jpeg_lib.diff_jpeg((x + 1) / 2, [37.0, 80.0]) - 1
-    np.testing.assert_allclose(out["y"].numpy(), want.numpy(), atol=1e-5)
+    np.testing.assert_allclose(out.y.numpy(), want.numpy(), atol=1e-5)
 
 
 def test_jpeg_storage_fakes_are_dequantised_8bit_jpeg():
@@ -84,21 +84,21 @@ def test_jpeg_storage_fakes_are_dequantised_8bit_jpeg():
     gens = synthesis.Generators(
         G_x=None, G_q=_Fixed(q=q, m_q=[1.0, 1.0]),
         variant=variants.get_variant("crgan"), jpeg_storage=True)
-    y = synthesis.degrade(gens, x, _latents(2), [3, 0])["y"].numpy()
+    y = synthesis.degrade(gens, x, _latents(2), [3, 0]).y.numpy()
     c = np.round(255.0 * jpeg_lib.diff_jpeg(
         (x + 1) / 2, q, sample_rounding=True).numpy())
     u = (y.astype(np.float64) + 1.0) * 128.0 - c
     assert u.min() > -1e-3 and u.max() < 1.0 + 1e-3, (u.min(), u.max())
     assert abs(u.mean() - 0.5) < 0.02 and abs(u.std() - 12 ** -0.5) < 0.02
     # Another seed draws other dequantisation noise, same 8-bit image.
-    y2 = synthesis.degrade(gens, x, _latents(2), [4, 0])["y"].numpy()
+    y2 = synthesis.degrade(gens, x, _latents(2), [4, 0]).y.numpy()
     assert np.abs(y2 - y).max() > 1e-3
     u2 = (y2.astype(np.float64) + 1.0) * 128.0 - c
     assert u2.min() > -1e-3 and u2.max() < 1.0 + 1e-3
     # m_q = 0 still bypasses compression (and storage) exactly.
     gens.G_q = _Fixed(q=q, m_q=[0.0, 0.0])
     out = synthesis.degrade(gens, x, _latents(2), [3, 0])
-    np.testing.assert_array_equal(out["y"].numpy(), x.numpy())
+    np.testing.assert_array_equal(out.y.numpy(), x.numpy())
 
 
 def test_fd_quality_gradient_reaches_g_q():
@@ -115,7 +115,7 @@ def test_fd_quality_gradient_reaches_g_q():
             quality_gradient=mode)
         with tf.GradientTape() as tape:
             tape.watch(q)
-            ys[mode] = synthesis.degrade(gens, x, _latents(2), [0, 0])["y"]
+            ys[mode] = synthesis.degrade(gens, x, _latents(2), [0, 0]).y
             loss = tf.reduce_sum(w * ys[mode])
         grads[mode] = tape.gradient(loss, q).numpy()
     np.testing.assert_array_equal(ys["fd"].numpy(), ys["analytic"].numpy())
@@ -141,8 +141,8 @@ def test_zero_kernel_mask_gives_identity_kernel_and_unblurred_image():
         variant=variants.get_variant("brgan"))
     x = _image()
     out = synthesis.degrade(gens, x, _latents(2), [0, 0], with_aux=True)
-    np.testing.assert_array_equal(out["y"].numpy(), x.numpy())
-    np.testing.assert_allclose(out["entropy"].numpy(), 0.0, atol=1e-6)
+    np.testing.assert_array_equal(out.y.numpy(), x.numpy())
+    np.testing.assert_allclose(out.entropy.numpy(), 0.0, atol=1e-6)
 
 
 def test_sd1_noise_gives_no_gradient_to_the_image():
@@ -153,12 +153,12 @@ def test_sd1_noise_gives_no_gradient_to_the_image():
     with tf.GradientTape() as tape:
         tape.watch(x)
         out = synthesis.degrade(gens, x, latents, [0, 0], with_aux=True)
-        noise_only = tf.reduce_sum(out["n"])
+        noise_only = tf.reduce_sum(out.n)
     assert tape.gradient(noise_only, x) is None
     # The noise does reach G_n's weights.
     with tf.GradientTape() as tape:
         out = synthesis.degrade(gens, x, latents, [0, 0])
-        total = tf.reduce_sum(out["n"] ** 2)
+        total = tf.reduce_sum(out.n ** 2)
     grads = tape.gradient(total, gens.G_n.trainable_variables)
     assert all(g is not None for g in grads)
 
@@ -166,20 +166,20 @@ def test_sd1_noise_gives_no_gradient_to_the_image():
 def test_synthesis_shapes_and_ranges_bncrgan():
     gens = models.build_generators(_config("bncrgan"))
     out = synthesis.synthesize(gens, _latents(3), [1, 2], with_aux=True)
-    assert out["x"].shape == out["y"].shape == (3, 32, 32, 3)
-    assert out["k"].shape == out["m_k"].shape == (3, 7, 7)
-    assert out["q"].shape == out["m_q"].shape == (3,)
+    assert out.x.shape == out.y.shape == (3, 32, 32, 3)
+    assert out.k.shape == out.m_k.shape == (3, 7, 7)
+    assert out.q.shape == out.m_q.shape == (3,)
     for name in ("x", "y"):
-        v = out[name].numpy()
+        v = getattr(out, name).numpy()
         assert v.min() >= -1.0 and v.max() <= 1.0
-    np.testing.assert_allclose(out["k"].numpy().sum((1, 2)), 1.0, atol=1e-5)
-    q = out["q"].numpy()
+    np.testing.assert_allclose(out.k.numpy().sum((1, 2)), 1.0, atol=1e-5)
+    q = out.q.numpy()
     assert (q >= 0).all() and (q <= 100).all()
     # Same seed -> same result; another seed -> other noise.
     again = synthesis.synthesize(gens, _latents(3), [1, 2])
-    np.testing.assert_array_equal(again["y"].numpy(), out["y"].numpy())
+    np.testing.assert_array_equal(again.y.numpy(), out.y.numpy())
     other = synthesis.synthesize(gens, _latents(3), [1, 3])
-    assert not np.array_equal(other["n"].numpy(), out["n"].numpy())
+    assert not np.array_equal(other.n.numpy(), out.n.numpy())
 
 
 @pytest.fixture(scope="module")
@@ -226,7 +226,7 @@ def test_fake_storage_stores_every_fake_as_8bit_dequantised():
         variant=variants.get_variant("crgan"), fake_storage=True)
     w = tf.random.stateless_normal(x.shape, [7, 0])
     with tf.GradientTape() as tape:
-        y = synthesis.degrade(gens, x, _latents(2), [3, 0])["y"]
+        y = synthesis.degrade(gens, x, _latents(2), [3, 0]).y
         loss = tf.reduce_sum(w * y)
     c = np.round(255.0 * (x.numpy().astype(np.float64) + 1.0) / 2.0)
     u = (y.numpy().astype(np.float64) + 1.0) * 128.0 - c
@@ -245,12 +245,12 @@ def test_noise_std_map_is_the_noise_without_eps():
     lat = _latents(2)
     a = synthesis.synthesize(gens, lat, [1, 0])
     b = synthesis.synthesize(gens, lat, [2, 0])
-    np.testing.assert_allclose(a["n_std"].numpy(), b["n_std"].numpy(),
+    np.testing.assert_allclose(a.n_std.numpy(), b.n_std.numpy(),
                                rtol=1e-6)
-    assert np.abs(a["n_ds"].numpy() - b["n_ds"].numpy()).max() > 1e-3
-    eps = a["n_ds"].numpy() / a["n_std"].numpy()
+    assert np.abs(a.n_ds.numpy() - b.n_ds.numpy()).max() > 1e-3
+    eps = a.n_ds.numpy() / a.n_std.numpy()
     assert abs(eps.mean()) < 0.05 and abs(eps.std() - 1.0) < 0.05
-    assert np.all(a["n_std"].numpy() > 0)
+    assert np.all(a.n_std.numpy() > 0)
 
 
 def test_degradation_warmup_freezes_only_the_degradation_generators(

@@ -107,8 +107,8 @@ def generate(gens, count, z_dim, seed, batch=256):
         latents = synthesis.sample_latents(n, z_dim, [seed, start])
         out = synthesis.synthesize(gens, latents,
                                    tf.constant([seed, start], tf.int64))
-        xs.append(to_uint8(out["x"]))
-        ys.append(to_uint8(out["y"]))
+        xs.append(to_uint8(out.x))
+        ys.append(to_uint8(out.y))
     return np.concatenate(xs), np.concatenate(ys)
 
 

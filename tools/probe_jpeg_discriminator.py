@@ -67,7 +67,7 @@ def fake_images(x, q, jpeg_storage, seed, quality_gradient="analytic"):
         variant=variants.get_variant("crgan_nomask"),
         jpeg_storage=jpeg_storage, quality_gradient=quality_gradient)
     latents = {"z_q": tf.zeros([tf.shape(x)[0], 1])}
-    return synthesis.degrade(gens, x, latents, seed)["y"]
+    return synthesis.degrade(gens, x, latents, seed).y
 
 
 def gradient_check(D, x, args):

@@ -86,8 +86,8 @@ def learned_degradations(gens, config, num_samples=2048, seed=0,
         grey = tf.zeros([n, r, r, 3])
         y = synthesis.degrade(gens, grey, latents, [seed, 1000 + i])
         for key in ("k", "m_k", "q", "m_q"):
-            if key in y:
-                parts.setdefault(key, []).append(y[key].numpy())
+            if getattr(y, key) is not None:
+                parts.setdefault(key, []).append(getattr(y, key).numpy())
     if "k" in parts:
         out["kernel"] = np.concatenate(parts["k"])
         out["entropy"] = kernels_lib.kernel_entropy(
@@ -102,9 +102,9 @@ def learned_degradations(gens, config, num_samples=2048, seed=0,
     for j, u in enumerate(intensities):
         flat = tf.fill([noise_samples, r, r, 3], 2.0 * float(u) - 1.0)
         y = synthesis.degrade(gens, flat, latents, [seed, 20000 + j])
-        if "n" not in y:
+        if y.n is None:
             break
-        n01 = y["n"].numpy().astype(np.float64) / 2.0
+        n01 = y.n.numpy().astype(np.float64) / 2.0
         stds.append(np.sqrt(np.mean(n01 ** 2, axis=(1, 2, 3))))
     if stds:
         out["intensities"] = np.asarray(intensities, np.float64)

@@ -7,9 +7,10 @@ Two users:
   each image of a static data set, `apply_params` applies it (spec
   `degradations.md` section 8);
 * the generator side (the AmbientGAN baseline, which simulates the true
-  degradation of a setting on generated images): `kernel_bank`,
-  `sample_degradation_tf` and `apply_degradation_tf`, stateless TF code that
-  runs inside `tf.function`.
+  degradation of a setting on generated images): `kernel_bank` and
+  `sample_degradation_tf`, stateless TF code that runs inside
+  `tf.function`; the sampled degradation is applied by the TRUE mode of
+  the stages in `bncr_tf.stages` (through `synthesis.degrade`).
 
 Data-side randomness (spec section 0). Every draw for image `i` of a set of
 `N` images comes from its own stream
@@ -618,37 +619,3 @@ def sample_degradation_tf(setting, batch, seed, kernel_bank):
         tf.float32)
     return TFDegradation(kernels, blur_mask, noise_mask, shot, read,
                          jpeg_mask, quality)
-
-
-def apply_degradation_tf(images, degradation, seed, setting=None,
-                         rounding="ste"):
-    """Applies a `TFDegradation` to images (AmbientGAN simulator).
-
-    y = JPEG(clip(clip(x * k) + m_n * n), q) mixed by the JPEG mask, with the
-    differentiable `jpeg.diff_jpeg` (no uint8 quantisation).
-
-    Args:
-        images: `[B, H, W, 3]` float32 in [0, 1].
-        degradation: a `TFDegradation` for the same B.
-        seed: int tensor `[2]`, stateless seed of the noise eps.
-        setting: optional `Setting` or name; if given, stages absent from the
-            setting are skipped entirely (saves compute).
-        rounding: `diff_jpeg` rounding mode.
-
-    Returns:
-        `[B, H, W, 3]` float32 in [0, 1], differentiable in `images`.
-    """
-    setting = None if setting is None else get_setting(setting)
-    x = tf.convert_to_tensor(images, tf.float32)
-    if setting is None or setting.blur is not None:
-        x = tf.clip_by_value(blur_lib.blur(x, degradation.kernels), 0.0, 1.0)
-    if setting is None or setting.noise:
-        eps = tf.random.stateless_normal(tf.shape(x), seed=seed)
-        n = noise_lib.camera_noise(x, degradation.shot, degradation.read, eps)
-        x = tf.clip_by_value(
-            x + degradation.noise_mask[:, None, None, None] * n, 0.0, 1.0)
-    if setting is None or setting.jpeg_quality is not None:
-        m = degradation.jpeg_mask[:, None, None, None]
-        psi = jpeg_lib.diff_jpeg(x, degradation.quality, rounding=rounding)
-        x = m * psi + (1.0 - m) * x
-    return x

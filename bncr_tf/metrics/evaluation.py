@@ -33,8 +33,8 @@ import time
 import numpy as np
 import tensorflow as tf
 
+from bncr_tf import stages as stages_lib
 from bncr_tf import synthesis
-from bncr_tf import variants as variants_lib
 from bncr_tf.metrics import features as features_lib
 from bncr_tf.metrics import fid as fid_lib
 
@@ -60,10 +60,8 @@ def to_uint8(x):
 
 def clean_generators(gens):
     """A view of `gens` with every degradation stage off (y = x = G_x)."""
-    variant = dataclasses.replace(
-        gens.variant, blur=variants_lib.NONE, noise=variants_lib.NONE,
-        jpeg=variants_lib.NONE)
-    return dataclasses.replace(gens, variant=variant)
+    return dataclasses.replace(gens, variant=stages_lib.only(gens.variant,
+                                                             ()))
 
 
 def generated_images(gens, num_samples, seed=0, batch_size=100, z_dim=None):
@@ -85,7 +83,7 @@ def generated_images(gens, num_samples, seed=0, batch_size=100, z_dim=None):
     def sample(seeds):
         latents = synthesis.latents_from_seeds(seeds, z_dim)
         out = synthesis.synthesize(view, latents, tf.zeros([2], tf.int64))
-        return out["x"]
+        return out.x
 
     for start in range(0, num_samples, batch_size):
         stop = min(start + batch_size, num_samples)

@@ -4,6 +4,7 @@ import numpy as np
 import tensorflow as tf
 
 from bncr_tf import fileio
+from bncr_tf import stages as stages_lib
 
 
 def to_uint8(images):
@@ -47,12 +48,19 @@ def noise_to_images(noise, scale=4.0):
     return to_uint8(np.clip(np.asarray(noise) * scale, -1.0, 1.0))
 
 
+# How a stage's grid field is drawn (`stages.Stage.grid_field`).
+_RENDER = {"k": kernels_to_images,
+           "n": lambda noise, size: noise_to_images(noise)}
+
+
 def decomposition_grid(synthesis, rows):
-    """Stacks x | k | n | y column groups for `rows` samples.
+    """Stacks x | k | n | y column groups for `rows` samples: x, one column
+    per stage that has a grid field (`stages.Stage.grid_field`), then y.
 
     Args:
       synthesis: dict with "x", "y" ([B, H, W, 3] in [-1, 1]) and optionally
-        "k" ([B, K, K]) and "n" ([B, H, W, 3], image units in [-1, 1]).
+        "k" ([B, K, K]) and "n" ([B, H, W, 3], image units in [-1, 1])
+        (`stages.Synthesis.present()` as numpy).
       rows: number of samples to show (<= B).
     Returns:
       uint8 [rows*H, cols*W, 3] with one sample per row.
@@ -60,10 +68,10 @@ def decomposition_grid(synthesis, rows):
     x = to_uint8(synthesis["x"][:rows])
     size = x.shape[1]
     columns = [x]
-    if synthesis.get("k") is not None:
-        columns.append(kernels_to_images(synthesis["k"][:rows], size))
-    if synthesis.get("n") is not None:
-        columns.append(noise_to_images(synthesis["n"][:rows]))
+    for stage in stages_lib.STAGES:
+        field = stage.grid_field
+        if field is not None and synthesis.get(field) is not None:
+            columns.append(_RENDER[field](synthesis[field][:rows], size))
     columns.append(to_uint8(synthesis["y"][:rows]))
     stacked = np.stack(columns, axis=1).reshape((-1,) + x.shape[1:])
     return tile(stacked, len(columns))

@@ -14,9 +14,8 @@ import tensorflow as tf
 
 from bncr_tf import losses
 from bncr_tf import models as models_lib
+from bncr_tf import stages as stages_lib
 from bncr_tf import synthesis
-from bncr_tf import variants as variants_lib
-from bncr_tf.degradations import kernels as blur_lib
 from bncr_tf.training import grids
 
 MONITOR_BATCH = 256  # fixed latents for the degradation statistics
@@ -85,8 +84,7 @@ class Trainer:
                 self.gens_ema.models()[name])
         self.checkpoint = tf.train.Checkpoint(**tracked)
         self._tracked = tracked
-        self.mu_k = config.mu_k if config.mu_k >= 0 else losses.MU_K
-        self.mu_q = config.mu_q if config.mu_q >= 0 else losses.MU_Q
+        self.regularisers = stages_lib.Regularisers.from_config(config)
         # A fixed signature (one trace). Distributed inputs (PerReplica
         # values) cannot match a TensorSpec; their batches have fixed shapes
         # (drop_remainder), so they also trace once.
@@ -225,7 +223,7 @@ class Trainer:
         latents = self._replica_latents(c.d_batch, _seed_pair(seed, 0), rid,
                                         paired=False)
         fakes = tf.stop_gradient(synthesis.synthesize(
-            self.gens, latents, _seed_pair(_seed_pair(seed, 1), rid))["y"])
+            self.gens, latents, _seed_pair(_seed_pair(seed, 1), rid)).y)
         reals = tf.convert_to_tensor(reals)
         with tf.GradientTape() as tape:
             # One forward pass of the reals serves the logistic loss and
@@ -252,41 +250,16 @@ class Trainer:
         c, v = self.config, self.variant
         latents = self._replica_latents(c.g_batch, _seed_pair(seed, 0), rid,
                                         paired=True)
-        learned = variants_lib.LEARNED
         with tf.GradientTape() as tape:
             s = synthesis.synthesize(
                 self.gens, latents, _seed_pair(_seed_pair(seed, 1), rid),
                 with_aux=v.adaptive_consistency)
-            values = losses.g_nonsaturating_loss(self.D(s["y"]))
+            values = losses.g_nonsaturating_loss(self.D(s.y))
             total = values["G/adv"]
-            regs = []
-            ds_k = c.ds_weight if c.ds_weight_kernel < 0 else (
-                c.ds_weight_kernel)
-            ds_q = c.ds_weight if c.ds_weight_quality < 0 else (
-                c.ds_weight_quality)
-            if v.noise == learned:
-                target = {
-                    "noise": s["n_ds"], "std": s["n_std"],
-                    "log_std": tf.math.log(tf.maximum(
-                        tf.abs(s["n_std"]), 1e-6)),
-                }[c.ds_noise_target]
-                regs.append(losses.diversity_sensitive_loss(
-                    target, latents["z_n"], c.ds_weight, "G/ds_noise"))
-            if v.blur == learned and ds_k > 0:
-                regs.append(losses.diversity_sensitive_loss(
-                    s["k_hat"], latents["z_k"], ds_k, "G/ds_kernel"))
-            if v.jpeg == learned and ds_q > 0:
-                regs.append(losses.diversity_sensitive_loss(
-                    s["q"] / 100.0, latents["z_q"], ds_q, "G/ds_quality"))
-            if v.adaptive_consistency and "k" in s:
-                regs.append(losses.ac_blur_loss(
-                    s["x"], s["x_blur"], s["entropy"], self.mu_k,
-                    c.ac_weight, c.ac_reduction))
-            if v.adaptive_consistency and "q" in s:
-                regs.append(losses.ac_comp_loss(
-                    s["x"], s["x_comp"], s["q"], self.mu_q, c.ac_weight,
-                    c.ac_reduction))
-            for reg in regs:
+            # Each stage's DS and L_AC terms; "*_weight" entries are logged,
+            # not added.
+            for reg in stages_lib.regularisers(v, s, latents,
+                                               self.regularisers):
                 values.update(reg)
                 for name, value in reg.items():
                     if not name.endswith("_weight"):
@@ -311,15 +284,8 @@ class Trainer:
     def _monitor_fn(self, latents, seed):
         s = synthesis.synthesize(self.gens_ema, latents, seed)
         out = {}
-        if "k" in s:
-            out["kernel_entropy"] = blur_lib.kernel_entropy(s["k"])
-            out["m_k"] = tf.reduce_mean(s["m_k"], axis=[1, 2])
-        if "n" in s:
-            out["noise_std"] = tf.math.reduce_std(s["n"] / 2.0 * 255.0,
-                                                  axis=[1, 2, 3])
-        if "q" in s:
-            out["q"] = s["q"]
-            out["m_q"] = s["m_q"]
+        for stage in self.gens_ema.stages():
+            out.update(stage.monitor(s))
         return out
 
     def _monitor_values(self):
@@ -336,10 +302,9 @@ class Trainer:
         """
         del step
         values = self._monitor_values()
-        names = {"kernel_entropy": "Degradation/kernel_entropy",
-                 "noise_std": "Degradation/noise_std",
-                 "q": "Degradation/q_mean", "m_q": "Degradation/m_q_mean",
-                 "m_k": "Degradation/m_k_mean"}
+        names = {}
+        for stage in stages_lib.STAGES:
+            names.update(stage.stat_names)
         return {names[k]: float(np.mean(v)) for k, v in values.items()}
 
     def histograms(self, step):
@@ -360,4 +325,4 @@ class Trainer:
                                  tf.constant([self.config.seed, -3],
                                              tf.int64))
         return grids.decomposition_grid(
-            {k: v.numpy() for k, v in s.items()}, rows)
+            {k: v.numpy() for k, v in s.present().items()}, rows)
