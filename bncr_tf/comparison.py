@@ -42,7 +42,6 @@ import os
 import shlex
 import subprocess
 import sys
-import time
 
 from bncr_tf import variants as variants_lib
 from bncr_tf.errors import UserError
@@ -306,6 +305,7 @@ def train_all(runs, args, out):
     Raises:
       RuntimeError: a run failed (the others still finish).
     """
+    from bncr_tf import jobs as jobs_lib
     from bncr_tf.training import rundir
     run_root = os.path.join(out, "runs")
     logs = os.path.join(out, "logs")
@@ -321,31 +321,20 @@ def train_all(runs, args, out):
             print(f"[{name}] already trained", flush=True)
             continue
         todo.append((name, cmd))
-    running, failed = {}, []
-    while todo or running:
-        while todo and len(running) < args.jobs:
-            name, cmd = todo.pop(0)
-            log = open(os.path.join(logs, name + ".log"), "a")
-            print(f"[{name}] training ({len(todo)} waiting)", flush=True)
-            running[name] = (subprocess.Popen(
-                cmd, cwd=ROOT, stdout=log, stderr=subprocess.STDOUT),
-                log, time.time())
-        time.sleep(1)
-        for name in list(running):
-            proc, log, started = running[name]
-            if proc.poll() is None:
-                continue
-            log.close()
-            del running[name]
-            seconds = time.time() - started
-            _add_session(logs, name, seconds)
-            if proc.returncode:
-                failed.append(name)
-                print(f"[{name}] FAILED (exit {proc.returncode}); see "
-                      f"{logs}/{name}.log", flush=True)
-            else:
-                print(f"[{name}] done in {seconds / 60:.1f} min",
-                      flush=True)
+    names = [name for name, _ in todo]
+    commands = dict(todo)
+
+    def launch(name):
+        waiting = len(names) - names.index(name) - 1
+        return (commands[name], os.path.join(logs, name + ".log"),
+                f"[{name}] training ({waiting} waiting)")
+
+    def on_finish(name, seconds, returncode):
+        _add_session(logs, name, seconds)
+
+    _, failed = jobs_lib.run_jobs([(name, None) for name in names],
+                                  args.jobs, launch, ROOT,
+                                  on_finish=on_finish)
     if failed:
         raise RuntimeError(f"training failed: {', '.join(failed)}")
 

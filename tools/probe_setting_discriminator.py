@@ -144,17 +144,13 @@ def probe(real_u8, fake_u8, args, label):
 
 
 def run_samples_uint8(run_dir, count, ema):
-    """count uint8 samples [count, R, R, 3] of a run's G_x (fixed latents),
-    rounded as the grids round them."""
-    from bncr_tf import runs, synthesis
-    from bncr_tf.training import grids
-    config, gens, _ = runs.load_generators(run_dir, ema=ema)
-    chunks = []
-    for start in range(0, count, 256):
-        n = min(256, count - start)
-        z = synthesis.sample_latents(n, config.z_dim, [5, start])
-        chunks.append(np.asarray(grids.to_uint8(gens.G_x(z["z_x"]))))
-    return np.concatenate(chunks)
+    """count uint8 samples [count, R, R, 3] of a run's G_x, image i from
+    seed i, as FID sees them (`evaluation.generated_images`), from the raw
+    or the EMA weights."""
+    from bncr_tf import runs
+    from bncr_tf.metrics import evaluation
+    _, gens, _ = runs.load_generators(run_dir, ema=ema)
+    return np.concatenate(list(evaluation.generated_images(gens, count)))
 
 
 def main(argv=None):

@@ -41,9 +41,7 @@ directory (with decomposition grids x | k | n | y), log and `report/`.
 import json
 import os
 import shlex
-import subprocess
 import sys
-import time
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
@@ -102,8 +100,9 @@ def jobs(args):
 
 def run_all(args, out):
     """Trains (or resumes) every job, --parallel at a time."""
+    from bncr_tf import jobs as jobs_lib
     run_root = os.path.join(out, "runs")
-    pending, running, seconds = [], [], {}
+    commands = {}
     for setting, seed, ablation, extra in jobs(args):
         name = run_name(setting, seed, ablation)
         cmd = train_command(setting, seed, extra, args, run_root, name)
@@ -114,33 +113,15 @@ def run_all(args, out):
         if rundir.last_logged_step(run_dir) >= args.iterations:
             print(f"[{name}] already trained: {run_dir}", flush=True)
             continue
-        pending.append((name, cmd))
-    failed = []
-    while pending or running:
-        while pending and len(running) < args.parallel:
-            name, cmd = pending.pop(0)
-            log = open(os.path.join(out, name, "train.log"), "a")
-            print(f"[{name}] training for {args.iterations} iterations; "
-                  f"log: {log.name}", flush=True)
-            proc = subprocess.Popen(cmd, cwd=ROOT, stdout=log,
-                                    stderr=subprocess.STDOUT)
-            running.append((name, proc, log, time.time()))
-        time.sleep(2)
-        for item in list(running):
-            name, proc, log, started = item
-            if proc.poll() is None:
-                continue
-            running.remove(item)
-            log.close()
-            if proc.returncode != 0:
-                failed.append(name)
-                print(f"[{name}] FAILED (exit {proc.returncode}); see "
-                      f"{log.name}", flush=True)
-            else:
-                seconds[name] = time.time() - started
-                print(f"[{name}] done in {seconds[name] / 60:.1f} min",
-                      flush=True)
-    return seconds, failed
+        commands[name] = cmd
+
+    def launch(name):
+        log = os.path.join(out, name, "train.log")
+        return (commands[name], log, f"[{name}] training for "
+                f"{args.iterations} iterations; log: {log}")
+
+    return jobs_lib.run_jobs([(name, None) for name in commands],
+                             args.parallel, launch, ROOT)
 
 
 def _centre_weight(kernels):

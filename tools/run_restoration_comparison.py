@@ -35,7 +35,6 @@ import json
 import os
 import shlex
 import shutil
-import subprocess
 import sys
 import time
 
@@ -126,60 +125,31 @@ def train_all(args, out):
     """Trains (or resumes) every run, --parallel at a time, in job order
     once a run's dependency has finished. Returns ({name: seconds},
     [failed names])."""
-    pending, running, seconds, failed = list(jobs(args)), [], {}, []
+    from bncr_tf import jobs as jobs_lib
+    specs = {run_name(*job[:3]): job for job in jobs(args)}
     commands = []
     log_dir = os.path.join(out, "logs")
     os.makedirs(log_dir, exist_ok=True)
-    while pending or running:
-        for job in list(pending):
-            if len(running) >= args.parallel:
-                break
-            model, setting, seed, needs = job
-            name = run_name(model, setting, seed)
-            source = None
-            if needs:
-                if needs in failed:
-                    pending.remove(job)
-                    failed.append(name)
-                    continue
-                if any(r[0] == needs for r in running) or any(
-                        run_name(*p[:3]) == needs for p in pending):
-                    continue
-                source = rundir.newest_run(args.runs_dir, needs)
-            pending.remove(job)
-            cmd, iterations = train_command(model, setting, seed, args,
-                                            source)
-            commands.append(" ".join(
-                shlex.quote(c) for c in ["python"] + cmd[1:]).replace(
-                    ROOT + os.sep, ""))
-            if _finished(name, iterations, args.runs_dir):
-                print(f"[{name}] already trained", flush=True)
-                continue
-            log = open(os.path.join(log_dir, name + ".log"), "a")
-            print(f"[{name}] training {iterations} iterations; log "
-                  f"{log.name}", flush=True)
-            proc = subprocess.Popen(["nice", "-n", str(args.nice)] + cmd,
-                                    cwd=ROOT, stdout=log,
-                                    stderr=subprocess.STDOUT)
-            running.append((name, proc, log, time.time()))
-        time.sleep(2)
-        for item in list(running):
-            name, proc, log, started = item
-            if proc.poll() is None:
-                continue
-            running.remove(item)
-            log.close()
-            if proc.returncode:
-                failed.append(name)
-                print(f"[{name}] FAILED (exit {proc.returncode}); see "
-                      f"{log.name}", flush=True)
-            else:
-                seconds[name] = time.time() - started
-                print(f"[{name}] done in {seconds[name] / 60:.1f} min",
-                      flush=True)
+
+    def launch(name):
+        model, setting, seed, needs = specs[name]
+        source = rundir.newest_run(args.runs_dir, needs) if needs else None
+        cmd, iterations = train_command(model, setting, seed, args, source)
+        commands.append(" ".join(
+            shlex.quote(c) for c in ["python"] + cmd[1:]).replace(
+                ROOT + os.sep, ""))
+        if _finished(name, iterations, args.runs_dir):
+            print(f"[{name}] already trained", flush=True)
+            return None
+        log = os.path.join(log_dir, name + ".log")
+        return (["nice", "-n", str(args.nice)] + cmd, log,
+                f"[{name}] training {iterations} iterations; log {log}")
+
+    result = jobs_lib.run_jobs([(name, job[3]) for name, job in specs.items()],
+                               args.parallel, launch, ROOT)
     with open(os.path.join(out, "commands.txt"), "w") as f:
         f.write("\n".join(commands) + "\n")
-    return seconds, failed
+    return result
 
 
 # --- Scores -------------------------------------------------------------------
